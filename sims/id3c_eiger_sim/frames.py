@@ -1,0 +1,147 @@
+"""Deterministic photon-counting frames, and pools of them compressed once.
+
+Frame ``i`` of a series depends only on (model, seed, settings, i): Poisson counts of a
+diffraction-like rate map (background, powder rings placed by the beam geometry, Bragg spots),
+clipped at the saturation value, with the model's masked pixels flagged as (2**bits)-1. Series
+cycle through ``POOL_SIZE`` distinct frames so the simulator can compress each once and write
+precompressed chunks at the detector's full rate; tests recompute any frame with ``frame()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import numpy as np
+
+from id3c_eiger.geometry import DetectorModel, flagged_value
+
+POOL_SIZE = 16
+
+# LaB6 (a = 4.15689 A) d-spacings in Angstrom with relative ring intensities.
+_RINGS = (
+    (4.1569, 0.55),
+    (2.9394, 1.0),
+    (2.4000, 0.45),
+    (2.0784, 0.25),
+    (1.8590, 0.5),
+    (1.6971, 0.35),
+    (1.4697, 0.15),
+    (1.3856, 0.3),
+    (1.3145, 0.2),
+)
+_RING_PEAK_RATE = 2.0e4  # counts/s/pixel at the strongest ring
+_BACKGROUND_RATE = 40.0  # counts/s/pixel far from the beam
+_N_SPOTS = 40
+
+
+@dataclass(frozen=True)
+class FrameSettings:
+    """Everything a frame's content depends on besides model, seed and index."""
+
+    count_time: float  # s
+    bit_depth: int
+    beam_center_x: float  # pixels
+    beam_center_y: float  # pixels
+    distance: float  # m
+    wavelength: float  # Angstrom
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Numpy dtype of the frames: unsigned, ``bit_depth`` bits."""
+        return np.dtype(f"uint{self.bit_depth}")
+
+
+class FrameGenerator:
+    """Frames of one model and seed; ``frame(i, settings)`` is pure and repeatable."""
+
+    def __init__(self, model: DetectorModel, seed: int = 0) -> None:
+        self.model = model
+        self.seed = seed
+        self._rates: OrderedDict[tuple[float, ...], np.ndarray] = OrderedDict()
+
+    def rate_map(self, settings: FrameSettings) -> np.ndarray:
+        """Expected counts/s per pixel for the beam geometry (float64, cached)."""
+        key = (settings.beam_center_x, settings.beam_center_y, settings.distance,
+               settings.wavelength)
+        if key not in self._rates:
+            self._rates[key] = self._compute_rates(settings)
+            while len(self._rates) > 4:
+                self._rates.popitem(last=False)
+        return self._rates[key]
+
+    def _compute_rates(self, settings: FrameSettings) -> np.ndarray:
+        height, width = self.model.shape
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+        radius = np.hypot(xx - settings.beam_center_x, yy - settings.beam_center_y)
+        rates = _BACKGROUND_RATE * (1.0 + 30.0 / (1.0 + (radius / 60.0) ** 2))
+        distance_px = max(settings.distance, 1e-3) / self.model.pixel_size
+        for d_spacing, strength in _RINGS:
+            sin_theta = settings.wavelength / (2.0 * d_spacing)
+            if sin_theta >= 1.0:
+                continue
+            ring_radius = distance_px * math.tan(2.0 * math.asin(sin_theta))
+            rates += _RING_PEAK_RATE * strength * np.exp(-0.5 * ((radius - ring_radius) / 1.5) ** 2)
+        rng = np.random.default_rng([self.seed, 7])
+        for _ in range(_N_SPOTS):
+            cy, cx = rng.uniform(8, height - 8), rng.uniform(8, width - 8)
+            peak = rng.uniform(5e4, 5e5)
+            y0, x0 = int(cy) - 4, int(cx) - 4
+            py, px = yy[y0 : y0 + 9, x0 : x0 + 9], xx[y0 : y0 + 9, x0 : x0 + 9]
+            rates[y0 : y0 + 9, x0 : x0 + 9] += peak * np.exp(
+                -0.5 * ((py - cy) ** 2 + (px - cx) ** 2) / 1.1**2
+            )
+        return rates
+
+    def frame(self, index: int, settings: FrameSettings) -> np.ndarray:
+        """Frame ``index`` (0-based in its series) as the detector would deliver it."""
+        slot = index % POOL_SIZE
+        rng = np.random.default_rng([self.seed, slot])
+        counts = rng.poisson(self.rate_map(settings) * settings.count_time)
+        saturation = self.model.saturation_value(settings.count_time, settings.bit_depth)
+        np.minimum(counts, saturation, out=counts)
+        counts[self.model.pixel_mask() != 0] = flagged_value(settings.bit_depth)
+        return counts.astype(settings.dtype)
+
+
+@dataclass(frozen=True)
+class FramePool:
+    """``POOL_SIZE`` frames as the bytes of compressed HDF5 chunks, ready for direct writes."""
+
+    settings: FrameSettings
+    filters: tuple[tuple[str, Any], ...]
+    chunks: tuple[bytes, ...]
+    filter_mask: int
+
+    def chunk(self, index: int) -> bytes:
+        """The chunk of frame ``index`` of a series."""
+        return self.chunks[index % POOL_SIZE]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the pool holds."""
+        return sum(len(c) for c in self.chunks)
+
+
+def build_pool(
+    generator: FrameGenerator, settings: FrameSettings, filters: dict[str, Any]
+) -> FramePool:
+    """Generate the pool and compress each frame once through the real HDF5 filter pipeline."""
+    shape = generator.model.shape
+    with h5py.File(
+        f"pool-{id(generator)}", "w", driver="core", backing_store=False
+    ) as scratch:
+        dataset = scratch.create_dataset(
+            "frames", shape=(POOL_SIZE, *shape), chunks=(1, *shape), dtype=settings.dtype,
+            **filters,
+        )
+        chunks = []
+        mask = 0
+        for slot in range(POOL_SIZE):
+            dataset[slot] = generator.frame(slot, settings)
+            mask, chunk = dataset.id.read_direct_chunk((slot, 0, 0))
+            chunks.append(bytes(chunk))
+    return FramePool(settings, tuple(sorted(filters.items())), tuple(chunks), mask)

@@ -1,0 +1,821 @@
+"""The simulated ADEiger IOC: ``cam1:`` (the EIGER driver) and ``HDF1:`` (NDFileHDF5).
+
+Each PV group serves the full record surface (``surface.py``) and redeclares the records whose
+behaviour matters: timing clamps and the data type that follows them, photon energy, triggers and
+``Acquire`` with put-completion on the camera; file paths, ``Capture`` in Single/Capture/Stream
+modes and priming on the plugin. Putters never raise: errors land in ``StatusMessage_RBV`` or
+``WriteStatus``/``WriteMessage`` so a put-with-callback always gets its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from caproto import AlarmSeverity, AlarmStatus
+from caproto.server import PVGroup, SubGroup
+
+from id3c_eiger import __version__
+from id3c_eiger.geometry import HC_EV_ANGSTROM, DetectorModel
+from id3c_eiger.layout import MasterLayout, SeriesMetadata
+from id3c_eiger.records import records_for
+
+from .engine import AcquisitionEngine, AcquisitionPlan, TriggerMode
+from .frames import FrameGenerator, FramePool, FrameSettings, build_pool
+from .roots import DataRoots, PathRefused, check_file_name, expand_template
+from .surface import apply_disabled_fields, record_pv, surface_class
+from .writer import SeriesWriter, compression_filters
+
+log = logging.getLogger(__name__)
+
+CAM = records_for("cam1:")
+HDF = records_for("HDF1:")
+
+COUNTER_UPDATE_PERIOD = 0.1  # s between CA updates of frame counters, as a real IOC throttles
+MAX_COUNT = 2**31 - 1
+CAMERA_PORT = "EIG"
+POOL_CACHE_SIZE = 3
+
+
+class SimulatorError(Exception):
+    """A request the simulated IOC refuses; the message names the value, the rule and the fix."""
+
+
+def reported(fallback: Any = None) -> Callable:
+    """Make a putter report errors on its group's message PVs instead of raising.
+
+    An exception leaving a caproto putter sends no answer to a put-with-callback, so the client
+    would wait out its own timeout; here the put completes and the value becomes ``fallback``
+    (or stays as it was).
+    """
+
+    def decorate(putter: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(putter)
+        async def wrapper(group: Any, instance: Any, value: Any) -> Any:
+            try:
+                return await putter(group, instance, value)
+            except (SimulatorError, PathRefused) as err:
+                await group.report_error(str(err))
+            except Exception as err:
+                log.exception("putter %s failed", instance.pvspec.name)
+                await group.report_error(f"{instance.pvspec.name}: internal error: {err!r}")
+            return instance.value if fallback is None else fallback
+
+        return wrapper
+
+    return decorate
+
+
+def clamp(value: float, low: float, high: float) -> float:
+    """``value`` limited to [low, high]."""
+    return min(max(value, low), high)
+
+
+class Throttle:
+    """True at most once per ``period`` seconds (and whenever forced)."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self._last = -float("inf")
+
+    def ready(self, force: bool = False) -> bool:
+        """Whether an update is due now; marks it done if so."""
+        now = time.monotonic()
+        if force or now - self._last >= self.period:
+            self._last = now
+            return True
+        return False
+
+
+class CameraPVs(surface_class("cam1:", "CameraSurface")):
+    """``cam1:``: the EIGER driver with its timing rules and the acquisition engine."""
+
+    Acquire = record_pv(CAM["Acquire"])
+    AcquireTime = record_pv(CAM["AcquireTime"])
+    AcquirePeriod = record_pv(CAM["AcquirePeriod"])
+    NumImages = record_pv(CAM["NumImages"])
+    NumTriggers = record_pv(CAM["NumTriggers"])
+    NumExposures = record_pv(CAM["NumExposures"])
+    PhotonEnergy = record_pv(CAM["PhotonEnergy"])
+    Wavelength = record_pv(CAM["Wavelength"])
+    ThresholdEnergy = record_pv(CAM["ThresholdEnergy"])
+    Trigger = record_pv(CAM["Trigger"])
+    FilePath = record_pv(CAM["FilePath"])
+    FWNImagesPerFile = record_pv(CAM["FWNImagesPerFile"])
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._engine: AcquisitionEngine | None = None
+        self._counter_base = 0
+        self._acquire_start = 0.0
+        self._counters = Throttle(COUNTER_UPDATE_PERIOD)
+
+    @property
+    def ioc(self) -> EigerIOC:
+        """The IOC this camera belongs to."""
+        return self.parent
+
+    @property
+    def model(self) -> DetectorModel:
+        """The simulated detector model."""
+        return self.parent.model
+
+    async def report_error(self, message: str) -> None:
+        """Show an error as the driver does: ``StatusMessage_RBV``."""
+        log.warning("cam1: %s", message)
+        await self.StatusMessage_RBV.write(message[:255])
+
+    async def _note(self, message: str) -> None:
+        await self.StatusMessage_RBV.write(message[:255])
+
+    # --- timing: clamped to the model, data type follows --------------------------------
+
+    async def apply_timing(self, count_time: float, frame_time: float, keep: str) -> None:
+        """Clamp exposure and period to the model; ``keep`` names the one the user just set."""
+        model = self.model
+        notes = []
+        low_ct = model.min_period - model.dead_time
+        ct = clamp(count_time, low_ct, model.max_time)
+        ft = clamp(frame_time, model.min_period, model.max_time + model.dead_time)
+        if keep == "AcquireTime" and ct != count_time:
+            notes.append(f"AcquireTime {count_time:g} s is outside the {model.description} "
+                         f"range {low_ct:g}..{model.max_time:g} s; set to {ct:g} s")
+        if keep == "AcquirePeriod" and ft != frame_time:
+            notes.append(f"AcquirePeriod {frame_time:g} s is outside the {model.description} "
+                         f"range {model.min_period:g}..{model.max_time:g} s; set to {ft:g} s")
+        if ft < ct + model.dead_time:
+            if keep == "AcquirePeriod":
+                ct = ft - model.dead_time
+                notes.append(f"AcquireTime reduced to {ct:g} s to fit AcquirePeriod minus the "
+                             f"{model.dead_time:g} s dead time")
+            else:
+                ft = ct + model.dead_time
+        for name, value in (("AcquireTime", ct), ("AcquirePeriod", ft)):
+            await getattr(self, name).write(value, verify_value=False)
+            await getattr(self, f"{name}_RBV").write(value)
+        bits = model.bit_depth(ct, ft)
+        await self.BitDepthImage_RBV.write(bits)
+        await self.DataType_RBV.write(model.data_type(ct, ft))
+        await self.DataType.write(model.data_type(ct, ft), verify_value=False)
+        await self.CountCutoff_RBV.write(float(model.saturation_value(ct, bits)))
+        if notes:
+            await self._note("; ".join(notes))
+
+    @AcquireTime.putter
+    @reported()
+    async def AcquireTime(self, instance: Any, value: float) -> float:
+        await self.apply_timing(value, self.AcquirePeriod.value, keep="AcquireTime")
+        return self.AcquireTime.value
+
+    @AcquirePeriod.putter
+    @reported()
+    async def AcquirePeriod(self, instance: Any, value: float) -> float:
+        await self.apply_timing(self.AcquireTime.value, value, keep="AcquirePeriod")
+        return self.AcquirePeriod.value
+
+    async def _count(self, instance: Any, value: int, low: int) -> int:
+        name = instance.pvspec.name
+        clamped = int(clamp(value, low, MAX_COUNT))
+        if clamped != value:
+            await self._note(f"{name} {value} is outside {low}..{MAX_COUNT}; set to {clamped}")
+        await getattr(self, f"{name}_RBV").write(clamped)
+        return clamped
+
+    @NumImages.putter
+    @reported()
+    async def NumImages(self, instance: Any, value: int) -> int:
+        return await self._count(instance, value, 1)
+
+    @NumTriggers.putter
+    @reported()
+    async def NumTriggers(self, instance: Any, value: int) -> int:
+        return await self._count(instance, value, 1)
+
+    @NumExposures.putter
+    @reported()
+    async def NumExposures(self, instance: Any, value: int) -> int:
+        return await self._count(instance, value, 1)
+
+    @FWNImagesPerFile.putter
+    @reported()
+    async def FWNImagesPerFile(self, instance: Any, value: int) -> int:
+        return await self._count(instance, value, 1)
+
+    # --- energy: photon energy sets wavelength and threshold (50 %) ----------------------
+
+    async def set_photon_energy(self, energy: float) -> float:
+        """Clamp, then follow with wavelength and the default threshold as the detector does."""
+        low, high = self.model.energy_range
+        clamped = clamp(energy, low, high)
+        if clamped != energy:
+            await self._note(f"PhotonEnergy {energy:g} eV is outside the {self.model.description} "
+                             f"range {low:g}..{high:g} eV; set to {clamped:g} eV")
+        await self.PhotonEnergy.write(clamped, verify_value=False)
+        await self.PhotonEnergy_RBV.write(clamped)
+        wavelength = HC_EV_ANGSTROM / clamped
+        await self.Wavelength.write(wavelength, verify_value=False)
+        await self.Wavelength_RBV.write(wavelength)
+        await self.ThresholdEnergy.write(clamped / 2, verify_value=False)
+        await self.ThresholdEnergy_RBV.write(clamped / 2)
+        return clamped
+
+    @PhotonEnergy.putter
+    @reported()
+    async def PhotonEnergy(self, instance: Any, value: float) -> float:
+        return await self.set_photon_energy(value)
+
+    @Wavelength.putter
+    @reported()
+    async def Wavelength(self, instance: Any, value: float) -> float:
+        if value <= 0:
+            raise SimulatorError(f"Wavelength {value:g} A must be positive")
+        await self.set_photon_energy(HC_EV_ANGSTROM / value)
+        return self.Wavelength.value
+
+    @ThresholdEnergy.putter
+    @reported()
+    async def ThresholdEnergy(self, instance: Any, value: float) -> float:
+        low, high = self.model.threshold_range
+        clamped = clamp(value, low, high)
+        if clamped != value:
+            await self._note(f"ThresholdEnergy {value:g} eV is outside {low:g}..{high:g} eV; "
+                             f"set to {clamped:g} eV")
+        await self.ThresholdEnergy_RBV.write(clamped)
+        return clamped
+
+    # --- the detector's own file path (data files when SaveFiles is Enable) --------------
+
+    @FilePath.putter
+    @reported()
+    async def FilePath(self, instance: Any, value: str) -> str:
+        return await self.ioc.set_file_path(self, value)
+
+    # --- acquisition ----------------------------------------------------------------------
+
+    def frame_settings(self) -> FrameSettings:
+        """What the frames of an acquisition started now depend on."""
+        return FrameSettings(
+            count_time=self.AcquireTime.value,
+            bit_depth=self.BitDepthImage_RBV.value,
+            beam_center_x=self.BeamX.value,
+            beam_center_y=self.BeamY.value,
+            distance=self.DetDist.value,
+            wavelength=self.Wavelength.value,
+        )
+
+    def acquisition_plan(self) -> AcquisitionPlan:
+        """The acquisition the current settings describe."""
+        return AcquisitionPlan(
+            mode=TriggerMode(self.TriggerMode.value),
+            n_images=self.NumImages.value,
+            n_triggers=self.NumTriggers.value,
+            count_time=self.AcquireTime.value,
+            frame_time=self.AcquirePeriod.value,
+            manual_trigger=self.ManualTrigger.value == "Enable",
+        )
+
+    def series_metadata(self, settings: FrameSettings, nimages: int) -> SeriesMetadata:
+        """The master file's metadata for frames taken with ``settings``."""
+        model = self.model
+        saturation = model.saturation_value(settings.count_time, settings.bit_depth)
+        return SeriesMetadata(
+            description=model.description,
+            detector_number=model.serial_number,
+            bit_depth_image=settings.bit_depth,
+            sensor_material=model.sensor_material,
+            sensor_thickness=model.sensor_thickness,
+            x_pixel_size=model.pixel_size,
+            y_pixel_size=model.pixel_size,
+            beam_center_x=settings.beam_center_x,
+            beam_center_y=settings.beam_center_y,
+            count_time=settings.count_time,
+            frame_time=self.AcquirePeriod.value,
+            detector_distance=settings.distance,
+            incident_wavelength=settings.wavelength,
+            photon_energy=self.PhotonEnergy.value,
+            threshold_energy=self.ThresholdEnergy.value,
+            nimages=nimages,
+            ntrigger=self.NumTriggers.value,
+            x_pixels_in_detector=model.width,
+            y_pixels_in_detector=model.height,
+            saturation_value=saturation,
+            countrate_correction_count_cutoff=saturation,
+            software_version=f"id3c-eiger-sim {__version__}",
+            eiger_fw_version=model.firmware_version,
+            dead_time=model.dead_time,
+            pixel_mask=model.pixel_mask(),
+        )
+
+    @Trigger.putter
+    @reported()
+    async def Trigger(self, instance: Any, value: float) -> float:
+        engine = self._engine
+        if engine is None:
+            raise SimulatorError("Trigger ignored: the detector is not armed; set Acquire first")
+        if not engine.trigger(value):
+            raise SimulatorError(
+                f"Trigger ignored: TriggerMode {engine.plan.mode} with ManualTrigger Disable "
+                "makes its own triggers; set ManualTrigger to Enable or use an External mode"
+            )
+        return value
+
+    @Acquire.putter
+    @reported(fallback="Done")
+    async def Acquire(self, instance: Any, value: str) -> str:
+        if value != "Acquire":
+            if self._engine is not None:
+                self._engine.stop()
+            return "Done"
+        if self._engine is not None:
+            await self._note("Acquire ignored: an acquisition is already running; "
+                             "put Acquire=Done to stop it first")
+            return "Acquire"
+        await instance.write("Acquire", verify_value=False)
+        await self._run_acquisition()
+        return "Done"
+
+    async def _set_busy(self, busy: bool) -> None:
+        await self.AcquireBusy.write("Acquiring" if busy else "Done")
+        await self.Acquire_RBV.write("Acquiring" if busy else "Done")
+        await self.Armed.write("Armed" if busy else "Unarmed")
+
+    async def _run_acquisition(self) -> None:
+        plan = self.acquisition_plan()
+        settings = self.frame_settings()
+        await self._set_busy(True)
+        await self.DetectorState_RBV.write("Acquire")
+        await self._note("Arming")
+        engine = AcquisitionEngine(
+            plan, functools.partial(self._deliver, settings), self._report_state
+        )
+        self._engine = engine
+        produced = 0
+        failed = False
+        try:
+            await self.ioc.hdf.prepare(settings)
+            self._counter_base = self.ArrayCounter_RBV.value
+            self._acquire_start = time.monotonic()
+            await self.NumImagesCounter_RBV.write(0)
+            produced = await engine.run()
+        except (SimulatorError, PathRefused) as err:
+            failed = True
+            await self.report_error(f"Acquisition failed after {engine.produced} frames: {err}")
+        finally:
+            self._engine = None
+            await self._update_counters(engine.produced, force=True)
+            if failed:
+                await self.DetectorState_RBV.write("Error")
+            elif engine.stopped:
+                await self.DetectorState_RBV.write("Aborted")
+                await self._note(f"Acquisition aborted after {engine.produced} frames")
+            else:
+                await self.DetectorState_RBV.write("Idle")
+                await self._note(f"Acquisition completed: {produced} frames")
+            await self._set_busy(False)
+
+    async def _report_state(self, state: str, message: str) -> None:
+        await self.DetectorState_RBV.write(state)
+        await self._note(message)
+
+    async def _deliver(self, settings: FrameSettings, frames: range) -> None:
+        base = self._counter_base
+        await self.ioc.hdf.receive(settings, range(base + frames.start, base + frames.stop))
+        await self._update_counters(frames.stop)
+
+    async def _update_counters(self, produced: int, force: bool = False) -> None:
+        if not self._counters.ready(force):
+            return
+        counter = self._counter_base + produced
+        elapsed = time.monotonic() - self._acquire_start
+        await self.ArrayCounter.write(counter, verify_value=False)
+        await self.ArrayCounter_RBV.write(counter)
+        await self.NumImagesCounter_RBV.write(produced)
+        await self.UniqueId_RBV.write(counter)
+        await self.TimeStamp_RBV.write(time.time())
+        if elapsed > 0:
+            await self.ArrayRate_RBV.write(produced / elapsed)
+
+
+@dataclass
+class _Capture:
+    """One Capture/Stream capture in progress."""
+
+    mode: str
+    limit: int  # 0 = until stopped
+    master_path: Path
+    data_dir: Path
+    writer: SeriesWriter | None = None
+    buffer: list[tuple[FrameSettings, range]] = field(default_factory=list)
+    count: int = 0
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
+    """``HDF1:``: NDFileHDF5 writing EIGER master/data files in Single, Capture or Stream mode."""
+
+    FilePath = record_pv(HDF["FilePath"])
+    FileName = record_pv(HDF["FileName"])
+    FileTemplate = record_pv(HDF["FileTemplate"], value="%s%s_%6.6d.h5")
+    Capture = record_pv(HDF["Capture"])
+    WriteFile = record_pv(HDF["WriteFile"])
+    FlushNow = record_pv(HDF["FlushNow"])
+    NumCapture = record_pv(HDF["NumCapture"])
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._capture: _Capture | None = None
+        self._lock = asyncio.Lock()
+        self._primed: FrameSettings | None = None
+        self._last_frame: tuple[FrameSettings, int] | None = None
+        self._array_counter = 0
+        self._counters = Throttle(COUNTER_UPDATE_PERIOD)
+
+    @property
+    def ioc(self) -> EigerIOC:
+        """The IOC this plugin belongs to."""
+        return self.parent
+
+    async def report_error(self, message: str) -> None:
+        """Show an error as NDPluginFile does: ``WriteStatus`` and ``WriteMessage``."""
+        log.warning("HDF1: %s", message)
+        await self.WriteStatus.write(
+            "Write error", status=AlarmStatus.WRITE, severity=AlarmSeverity.MAJOR_ALARM
+        )
+        await self.WriteMessage.write(message[:255])
+
+    async def _write_ok(self) -> None:
+        await self.WriteStatus.write(
+            "Write OK", status=AlarmStatus.NO_ALARM, severity=AlarmSeverity.NO_ALARM
+        )
+        await self.WriteMessage.write("")
+
+    # --- paths --------------------------------------------------------------------------
+
+    @FilePath.putter
+    @reported()
+    async def FilePath(self, instance: Any, value: str) -> str:
+        return await self.ioc.set_file_path(self, value)
+
+    @FileName.putter
+    @reported()
+    async def FileName(self, instance: Any, value: str) -> str:
+        await self.FileName_RBV.write(value)
+        check_file_name(value)
+        return value
+
+    @FileTemplate.putter
+    @reported()
+    async def FileTemplate(self, instance: Any, value: str) -> str:
+        await self.FileTemplate_RBV.write(value)
+        expand_template(value, "/", "name", 1)
+        return value
+
+    @NumCapture.putter
+    @reported()
+    async def NumCapture(self, instance: Any, value: int) -> int:
+        clamped = int(clamp(value, 0, MAX_COUNT))
+        await self.NumCapture_RBV.write(clamped)
+        return clamped
+
+    def _next_file(self) -> tuple[Path, Path]:
+        """(master path, data directory) for the next file, checked against the data roots."""
+        roots = self.ioc.roots
+        directory = roots.prepare_directory(self.FilePath.value, self.CreateDirectory.value)
+        name = check_file_name(self.FileName.value)
+        full = expand_template(self.FileTemplate.value, f"{directory}/", name, self.FileNumber.value)
+        data_dir = directory
+        cam = self.ioc.cam
+        if cam.SaveFiles.value == "Enable":
+            data_dir = roots.prepare_directory(cam.FilePath.value, cam.CreateDirectory.value)
+        return Path(full), data_dir
+
+    async def _file_done(self, master_path: Path) -> None:
+        await self.FullFileName_RBV.write(str(master_path))
+        if self.AutoIncrement.value == "Yes":
+            number = self.FileNumber.value + 1
+            await self.FileNumber.write(number)
+            await self.FileNumber_RBV.write(number)
+
+    def _new_writer(self, master_path: Path, data_dir: Path, pool: FramePool,
+                    planned: int) -> SeriesWriter:
+        cam = self.ioc.cam
+        return SeriesWriter(
+            master_path=master_path,
+            data_dir=data_dir,
+            pool=pool,
+            frame_shape=self.ioc.model.shape,
+            frames_per_file=cam.FWNImagesPerFile.value,
+            layout=MasterLayout(cam.FWHDF5Format.value),
+            planned_frames=planned,
+            metadata=cam.series_metadata(pool.settings, planned),
+        )
+
+    def filters(self) -> dict[str, Any]:
+        """h5py keywords for the selected ``Compression``."""
+        return compression_filters(self.Compression.value, self.ZLevel.value)
+
+    # --- frames in ---------------------------------------------------------------------
+
+    async def prepare(self, settings: FrameSettings) -> None:
+        """Before an acquisition: compress its frame pool if this plugin will write frames."""
+        if self.EnableCallbacks.value == "Enable":
+            await self.ioc.pool(settings, self.filters())
+
+    async def _prime(self, settings: FrameSettings) -> None:
+        if self._primed == settings:
+            return
+        height, width = self.ioc.model.shape
+        for name, value in (("ArraySize0", width), ("ArraySize1", height), ("ArraySize2", 0),
+                            ("ArraySizeX", width), ("ArraySizeY", height), ("ArraySizeZ", 0),
+                            ("NDimensions", 2)):
+            await getattr(self, f"{name}_RBV").write(value)
+            if hasattr(self, name):
+                await getattr(self, name).write(value, verify_value=False)
+        await self.ArraySize_RBV.write(width * height * settings.bit_depth // 8)
+        await self.DataType_RBV.write(f"UInt{settings.bit_depth}")
+        await self.ColorMode_RBV.write("Mono")
+        self._primed = settings
+
+    async def receive(self, settings: FrameSettings, frames: range) -> None:
+        """Frames from the camera (indices of their content); written as the mode says."""
+        if self.EnableCallbacks.value != "Enable" or not frames:
+            return
+        await self._prime(settings)
+        self._array_counter += len(frames)
+        self._last_frame = (settings, frames[-1])
+        capture = self._capture
+        if capture is None:
+            if self.FileWriteMode.value == "Single" and self.AutoSave.value == "Yes":
+                for index in frames:
+                    await self._write_single(settings, index)
+        else:
+            await self._capture_frames(capture, settings, frames)
+        await self._update_counters(capture)
+
+    async def _update_counters(self, capture: _Capture | None, force: bool = False) -> None:
+        if not self._counters.ready(force):
+            return
+        await self.ArrayCounter.write(self._array_counter, verify_value=False)
+        await self.ArrayCounter_RBV.write(self._array_counter)
+        if capture is not None:
+            await self.NumCaptured_RBV.write(capture.count)
+
+    async def _capture_frames(self, capture: _Capture, settings: FrameSettings,
+                              frames: range) -> None:
+        if capture.limit:
+            frames = frames[: capture.limit - capture.count]
+        try:
+            async with self._lock:
+                if capture is not self._capture or not frames:
+                    return
+                if capture.mode == "Stream":
+                    pool = await self.ioc.pool(settings, self.filters())
+                    if capture.writer is None:
+                        capture.writer = await self._in_writer_thread(
+                            self._new_writer, capture.master_path, capture.data_dir, pool,
+                            capture.limit or self.ioc.cam.FWNImagesPerFile.value,
+                        )
+                    await self._in_writer_thread(capture.writer.write, pool, frames)
+                else:
+                    capture.buffer.append((settings, frames))
+                capture.count += len(frames)
+        except (PathRefused, OSError) as err:
+            await self.report_error(f"capture to {capture.master_path} failed: {err}")
+            await self._end_capture(capture)
+            return
+        if capture.limit and capture.count >= capture.limit:
+            await self._end_capture(capture)
+
+    async def _in_writer_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.ioc.writer_executor, func, *args)
+
+    async def _write_single(self, settings: FrameSettings, index: int) -> None:
+        master_path, data_dir = self._next_file()
+        pool = await self.ioc.pool(settings, self.filters())
+
+        def write() -> None:
+            writer = self._new_writer(master_path, data_dir, pool, 1)
+            writer.write(pool, range(index, index + 1))
+            writer.close()
+
+        async with self._lock:
+            await self._in_writer_thread(write)
+        await self._file_done(master_path)
+        await self._write_ok()
+
+    # --- capture control --------------------------------------------------------------
+
+    @Capture.putter
+    @reported(fallback="Done")
+    async def Capture(self, instance: Any, value: str) -> str:
+        if value != "Capture":
+            if self._capture is not None:
+                await self._end_capture(self._capture)
+            return "Done"
+        if self._capture is not None:
+            raise SimulatorError("Capture ignored: a capture is already running")
+        mode = self.FileWriteMode.value
+        if mode == "Single":
+            raise SimulatorError(
+                "ERROR, Capture needs FileWriteMode Capture or Stream (it is Single); "
+                "set FileWriteMode, or use WriteFile/AutoSave for single files"
+            )
+        if self.EnableCallbacks.value != "Enable":
+            raise SimulatorError(
+                "Capture refused: EnableCallbacks is Disable, so no frame would reach the plugin "
+                "and the capture would never end; set HDF1:EnableCallbacks to Enable"
+            )
+        lazy = self.LazyOpen.value == "Yes"
+        if mode == "Stream" and not lazy and self._primed is None:
+            raise SimulatorError(
+                "ERROR, must collect an array to get dimensions first: the plugin is not "
+                "primed; acquire one frame with EnableCallbacks Enable, or set LazyOpen to Yes"
+            )
+        master_path, data_dir = self._next_file()
+        capture = _Capture(mode, self.NumCapture.value, master_path, data_dir)
+        if mode == "Stream" and not lazy:
+            pool = await self.ioc.pool(self._primed, self.filters())
+            capture.writer = await self._in_writer_thread(
+                self._new_writer, master_path, data_dir, pool,
+                capture.limit or self.ioc.cam.FWNImagesPerFile.value,
+            )
+        self._capture = capture
+        await instance.write("Capture", verify_value=False)
+        await self.Capture_RBV.write("Capturing")
+        await self.NumCaptured_RBV.write(0)
+        await self.FullFileName_RBV.write(str(master_path))
+        await self._write_ok()
+        await capture.finished.wait()
+        return "Done"
+
+    async def _end_capture(self, capture: _Capture) -> None:
+        """Finish a capture: close (Stream) or write out (Capture mode) what was captured."""
+        async with self._lock:
+            if capture is not self._capture:
+                return
+            self._capture = None
+            try:
+                if capture.mode == "Capture" and capture.buffer:
+                    await self._write_buffer(capture)
+                elif capture.writer is not None:
+                    writer = capture.writer
+                    metadata = self.ioc.cam.series_metadata(writer.pool.settings, writer.n_frames)
+                    await self._in_writer_thread(writer.close, metadata)
+                if capture.writer is not None:
+                    await self._file_done(capture.master_path)
+            except (PathRefused, OSError) as err:
+                await self.report_error(f"closing {capture.master_path} failed: {err}")
+            finally:
+                await self._update_counters(capture, force=True)
+                await self.Capture_RBV.write("Done")
+                await self.Capture.write("Done", verify_value=False)
+                capture.finished.set()
+
+    async def _write_buffer(self, capture: _Capture) -> None:
+        first_settings = capture.buffer[0][0]
+        pools = {s: await self.ioc.pool(s, self.filters()) for s, _ in capture.buffer}
+        cam = self.ioc.cam
+
+        def write() -> SeriesWriter:
+            writer = self._new_writer(capture.master_path, capture.data_dir,
+                                      pools[first_settings], capture.count)
+            for settings, frames in capture.buffer:
+                writer.write(pools[settings], frames)
+            writer.close(cam.series_metadata(first_settings, writer.n_frames))
+            return writer
+
+        capture.writer = await self._in_writer_thread(write)
+
+    @WriteFile.putter
+    @reported(fallback="Done")
+    async def WriteFile(self, instance: Any, value: str) -> str:
+        if value != "Write":
+            return "Done"
+        if self._last_frame is None:
+            raise SimulatorError("WriteFile: no frame has reached the plugin yet; acquire first")
+        await self._write_single(*self._last_frame)
+        return "Done"
+
+    @FlushNow.putter
+    @reported(fallback="Done")
+    async def FlushNow(self, instance: Any, value: str) -> str:
+        # Frames are flushed after every batch; nothing is held back to flush.
+        return "Done"
+
+
+class EigerIOC(PVGroup):
+    """The whole simulated IOC: ``<prefix>cam1:`` and ``<prefix>HDF1:``."""
+
+    cam = SubGroup(CameraPVs, prefix="cam1:")
+    hdf = SubGroup(FilePluginPVs, prefix="HDF1:")
+
+    def __init__(self, *args: Any, model: DetectorModel, roots: DataRoots, seed: int = 0,
+                 **kwargs: Any) -> None:
+        self.model = model
+        self.roots = roots
+        self.generator = FrameGenerator(model, seed)
+        self.writer_executor = ThreadPoolExecutor(1, thread_name_prefix="hdf-writer")
+        self._pools: OrderedDict[tuple[Any, ...], asyncio.Future[FramePool]] = OrderedDict()
+        super().__init__(*args, **kwargs)
+
+    async def pool(self, settings: FrameSettings, filters: dict[str, Any]) -> FramePool:
+        """The compressed frame pool for ``settings`` (built once, a few kept)."""
+        key = (settings, tuple(sorted(filters.items())))
+        future = self._pools.get(key)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(None, build_pool, self.generator, settings, filters)
+            self._pools[key] = future
+            while len(self._pools) > POOL_CACHE_SIZE:
+                self._pools.popitem(last=False)
+        self._pools.move_to_end(key)
+        try:
+            return await future
+        except Exception:
+            self._pools.pop(key, None)
+            raise
+
+    async def set_file_path(self, group: CameraPVs | FilePluginPVs, value: str) -> str:
+        """A ``FilePath`` put: trailing separator, existence (created per CreateDirectory)."""
+        path = value if value.endswith("/") or not value else f"{value}/"
+        await group.FilePath_RBV.write(path)
+        try:
+            self.roots.prepare_directory(path, group.CreateDirectory.value)
+        except PathRefused:
+            await group.FilePathExists_RBV.write("No")
+            raise
+        await group.FilePathExists_RBV.write("Yes" if self.roots.exists(path) else "No")
+        if isinstance(group, FilePluginPVs):
+            await group._write_ok()
+        return path
+
+    async def initialize(self) -> None:
+        """Values a real IOC reads from the detector at start-up."""
+        model, cam, hdf = self.model, self.cam, self.hdf
+        identity = {
+            "Manufacturer_RBV": "Dectris",
+            "Model_RBV": model.description.removeprefix("Dectris "),
+            "SerialNumber_RBV": model.serial_number,
+            "FirmwareVersion_RBV": model.firmware_version,
+            "SDKVersion_RBV": "1.8.0",
+            "DriverVersion_RBV": f"3.5.0 (id3c-eiger-sim {__version__})",
+            "ADCoreVersion_RBV": "3.13.0",
+        }
+        for name, value in identity.items():
+            await getattr(cam, name).write(value)
+            await getattr(hdf, name).write(value)
+        await cam.PortName_RBV.write(CAMERA_PORT)
+        await hdf.PortName_RBV.write("FileHDF1")
+        await hdf.PluginType_RBV.write("NDFileHDF5")
+        await hdf.NDArrayPort.write(CAMERA_PORT, verify_value=False)
+        await hdf.NDArrayPort_RBV.write(CAMERA_PORT)
+        await hdf.FileFormat_RBV.write("HDF5")
+        await hdf.SWMRSupported_RBV.write("Supported")
+        await hdf.FileTemplate_RBV.write(hdf.FileTemplate.value)
+        camera_values = {
+            "Description_RBV": model.description,
+            "SensorMaterial_RBV": model.sensor_material,
+            "SensorThickness_RBV": model.sensor_thickness,
+            "XPixelSize_RBV": model.pixel_size,
+            "YPixelSize_RBV": model.pixel_size,
+            "DeadTime_RBV": model.dead_time,
+            "MaxSizeX_RBV": model.width,
+            "MaxSizeY_RBV": model.height,
+            "ArraySizeX_RBV": model.width,
+            "ArraySizeY_RBV": model.height,
+            "ArraySize0_RBV": model.width,
+            "ArraySize1_RBV": model.height,
+            "NDimensions_RBV": 2,
+            "State_RBV": "idle",
+            "HVState_RBV": "ready",
+            "FWState_RBV": "ready",
+            "StreamState_RBV": "disabled",
+            "MonitorState_RBV": "normal",
+            "DetectorState_RBV": "Idle",
+            "NumTriggers_RBV": 1,
+            "Temp0_RBV": 24.5,
+            "Humid0_RBV": 2.1,
+        }
+        for name, value in camera_values.items():
+            await getattr(cam, name).write(value)
+        await cam.NumTriggers.write(1, verify_value=False)
+        await cam.FWHDF5Format.write("v2024.2")
+        await cam.FWHDF5Format_RBV.write("v2024.2")
+        for name, value in (("BeamX", model.width / 2), ("BeamY", model.height / 2),
+                            ("DetDist", 0.08)):
+            await getattr(cam, name).write(value, verify_value=False)
+            await getattr(cam, f"{name}_RBV").write(value)
+        await cam.set_photon_energy(12000.0)
+        await cam.apply_timing(cam.AcquireTime.value, cam.AcquirePeriod.value, keep="AcquireTime")
+        await cam.StatusMessage_RBV.write("Idle")
+        await apply_disabled_fields(cam, "cam1:")
+        await apply_disabled_fields(hdf, "HDF1:")

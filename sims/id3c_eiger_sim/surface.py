@@ -1,0 +1,91 @@
+"""The PV surface of a real ADEiger IOC, generated from the record table.
+
+``surface_class("cam1:")`` is a caproto ``PVGroup`` with one ``pvproperty`` per record of the
+table: same name, CA type, enum strings, waveform type and length, record fields (``.DISA`` ...).
+Setpoints echo to their ``_RBV`` partner as asyn parameters do. Behaviour classes subclass it
+and redeclare the records that do more with ``record_pv(...)`` and a putter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from caproto import ChannelType
+from caproto.server import PVGroup, pvproperty
+
+from id3c_eiger.records import Record, records_for
+
+# caproto has no "busy" record; "bo" carries the same fields.
+_FIELD_RECORD = {"busy": "bo"}
+
+Putter = Callable[[PVGroup, Any, Any], Awaitable[Any]]
+
+
+def record_pv(record: Record, put: Putter | None = None, **overrides: Any) -> pvproperty:
+    """A pvproperty serving ``record`` as the real IOC does (type, size, enum strings, fields)."""
+    kind = record.kind
+    kwargs: dict[str, Any] = {
+        "name": record.suffix,
+        "record": _FIELD_RECORD.get(record.record_type, record.record_type),
+        "doc": f"{record.plugin}{record.suffix} ({record.record_type})",
+    }
+    if kind == "enum":
+        index = int(record.default or 0)
+        kwargs |= {
+            "value": record.choices[index],
+            "dtype": ChannelType.ENUM,
+            "enum_strings": record.choices,
+        }
+    elif kind == "float":
+        kwargs |= {"value": float(record.default or 0.0), "dtype": float, "precision": 6}
+    elif kind == "int":
+        kwargs |= {"value": int(record.default or 0), "dtype": int}
+    elif kind == "string":
+        kwargs |= {"value": record.default, "dtype": ChannelType.STRING}
+    elif kind == "char":
+        kwargs |= {
+            "value": record.default,
+            "dtype": ChannelType.CHAR,
+            "max_length": record.nelm,
+            "string_encoding": "latin-1",
+        }
+    else:  # integer array
+        kwargs |= {"value": [0] * record.nelm, "dtype": int, "max_length": record.nelm}
+    if put is not None:
+        kwargs["put"] = put
+    kwargs.update(overrides)
+    return pvproperty(**kwargs)
+
+
+def _echo_to(rbv: Record) -> Putter:
+    """Putter copying a written setpoint into its readback (enum by index, strings differ)."""
+
+    async def put(group: PVGroup, instance: Any, value: Any) -> Any:
+        readback = getattr(group, rbv.suffix)
+        if rbv.kind == "enum" and instance.enum_strings:
+            index = list(instance.enum_strings).index(value)
+            value_rbv = readback.enum_strings[min(index, len(readback.enum_strings) - 1)]
+            await readback.write(value_rbv)
+        else:
+            await readback.write(value)
+        return value
+
+    return put
+
+
+def surface_class(plugin: str, name: str) -> type[PVGroup]:
+    """A PVGroup class serving every record of ``plugin`` ("cam1:" or "HDF1:")."""
+    records = records_for(plugin)
+    namespace: dict[str, Any] = {"__doc__": f"Every record of an ADEiger IOC's {plugin}"}
+    for suffix, record in records.items():
+        readback = records.get(f"{suffix}_RBV")
+        namespace[suffix] = record_pv(record, put=_echo_to(readback) if readback else None)
+    return type(name, (PVGroup,), namespace)
+
+
+async def apply_disabled_fields(group: PVGroup, plugin: str) -> None:
+    """Set ``.DISA`` on the records the template disables, as clients read it."""
+    for suffix, record in records_for(plugin).items():
+        if record.disabled:
+            await getattr(group, suffix).fields["DISA"].write(1)

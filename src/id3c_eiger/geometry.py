@@ -1,0 +1,143 @@
+"""Detector geometry and timing limits of the EIGER models the project knows.
+
+One place for frame shape, pixel size, dead time, the image bit depth that follows the timing
+(as ADEiger reports it in ``DataType_RBV``), and the model's pixel mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+# DECTRIS pixel_mask bits (SIMPLON API 1.8).
+MASK_GAP = 1 << 0
+MASK_DEAD = 1 << 1
+MASK_UNDER_RESPONDING = 1 << 2
+MASK_OVER_RESPONDING = 1 << 3
+MASK_NOISY = 1 << 4
+
+HC_EV_ANGSTROM = 12398.419843320026  # h*c in eV*Angstrom: wavelength[A] = HC / energy[eV]
+
+DATA_TYPE_BY_BITS = {8: "UInt8", 16: "UInt16", 32: "UInt32"}
+
+
+@dataclass(frozen=True)
+class DetectorModel:
+    """What one EIGER model is: shape, pixels, limits and the timing rule for its bit depth."""
+
+    key: str
+    description: str
+    width: int
+    height: int
+    chips_x: int
+    chips_y: int
+    chip_gap: int  # pixels between chips, flagged MASK_GAP (0 for EIGER2: contiguous module)
+    pixel_size: float = 75e-6  # m
+    sensor_material: str = "Si"
+    sensor_thickness: float = 450e-6  # m
+    dead_time: float = 3e-6  # s between frames, continuous readout
+    min_period_16bit: float = 0.00045  # s: faster than this the detector reads out 8-bit
+    min_period: float = 1 / 4500  # s: fastest 8-bit frame period
+    max_time: float = 3600.0  # s: longest count_time / frame_time accepted
+    summation_time: float = 0.0066  # s: longer count_time is auto-summed to 32 bit
+    max_count_rate: float = 2e6  # counts/s/pixel before count-rate correction cuts off
+    energy_range: tuple[float, float] = (3500.0, 40000.0)  # eV, photon energy
+    threshold_range: tuple[float, float] = (1750.0, 36000.0)  # eV
+    serial_number: str = "E-01-0000"
+    firmware_version: str = "2022.1.2"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Frame shape as numpy and HDF5 store it: (height, width)."""
+        return (self.height, self.width)
+
+    def bit_depth(self, count_time: float, frame_time: float) -> int:
+        """Image bit depth for the timing, the ADEiger rule: 32 summed, 8 above 2.2 kHz, else 16."""
+        if count_time > self.summation_time:
+            return 32
+        if frame_time < self.min_period_16bit:
+            return 8
+        return 16
+
+    def data_type(self, count_time: float, frame_time: float) -> str:
+        """``DataType_RBV`` enum string for the timing (``UInt32``/``UInt16``/``UInt8``)."""
+        return DATA_TYPE_BY_BITS[self.bit_depth(count_time, frame_time)]
+
+    def saturation_value(self, count_time: float, bit_depth: int) -> int:
+        """Largest count a pixel reports: the count-rate cutoff, below the flagged value."""
+        cutoff = int(self.max_count_rate * max(count_time, 1e-7))
+        return max(1, min(cutoff, flagged_value(bit_depth) - 1))
+
+    def pixel_mask(self) -> np.ndarray:
+        """The model's pixel mask (uint32, DECTRIS bits), the same on every call."""
+        return _pixel_mask(self)
+
+
+def flagged_value(bit_depth: int) -> int:
+    """The value a masked pixel reads: (2**bit_depth) - 1."""
+    return (1 << bit_depth) - 1
+
+
+@cache
+def _pixel_mask(model: DetectorModel) -> np.ndarray:
+    mask = np.zeros(model.shape, dtype=np.uint32)
+    if model.chip_gap:
+        chip_w = (model.width - (model.chips_x - 1) * model.chip_gap) // model.chips_x
+        chip_h = (model.height - (model.chips_y - 1) * model.chip_gap) // model.chips_y
+        for i in range(1, model.chips_x):
+            start = i * chip_w + (i - 1) * model.chip_gap
+            mask[:, start : start + model.chip_gap] |= MASK_GAP
+        for j in range(1, model.chips_y):
+            start = j * chip_h + (j - 1) * model.chip_gap
+            mask[start : start + model.chip_gap, :] |= MASK_GAP
+    # A fixed set of defects, the same for every instance of a model: a dead column segment,
+    # scattered dead pixels and a small noisy cluster.
+    rng = np.random.default_rng(sum(map(ord, model.key)))
+    mask[40:160, model.width // 3] |= MASK_DEAD
+    ys = rng.integers(0, model.height, 60)
+    xs = rng.integers(0, model.width, 60)
+    mask[ys, xs] |= MASK_DEAD
+    mask[model.height - 30 : model.height - 27, 25:28] |= MASK_NOISY
+    mask.setflags(write=False)
+    return mask
+
+
+EIGER2_500K = DetectorModel(
+    key="eiger2-500k",
+    description="Dectris EIGER2 Si 500K",
+    width=1028,
+    height=512,
+    chips_x=4,
+    chips_y=2,
+    chip_gap=0,
+)
+
+EIGER_500K = DetectorModel(
+    key="eiger-500k",
+    description="Dectris EIGER Si 500K",
+    width=1030,
+    height=514,
+    chips_x=4,
+    chips_y=2,
+    chip_gap=2,
+    min_period_16bit=1 / 2000,
+    min_period=1 / 4000,
+    summation_time=0.01,
+    energy_range=(5400.0, 25000.0),
+    threshold_range=(2700.0, 20000.0),
+    firmware_version="1.8.0",
+)
+
+MODELS: dict[str, DetectorModel] = {m.key: m for m in (EIGER2_500K, EIGER_500K)}
+
+
+def model_by_key(key: str) -> DetectorModel:
+    """Look up a model by its key, with an error listing the known keys."""
+    try:
+        return MODELS[key]
+    except KeyError:
+        raise ValueError(
+            f"unknown detector model {key!r}; known models: {', '.join(MODELS)}"
+        ) from None

@@ -1,0 +1,276 @@
+"""The layout of DECTRIS-style master and data files, defined once for writers and readers.
+
+A series is one master file plus data files named ``<stem>_data_000001.h5``, ... beside it (or in
+another directory). Each data file holds ``/entry/data/data`` (n, H, W), one frame per chunk, with
+``image_nr_low``/``image_nr_high`` (1-based frame numbers). The master holds the NXmx metadata
+and reaches every frame exactly once:
+
+* ``v2024.2``: ``/entry/data/data`` is an external link (one data file) or a virtual dataset over
+  all data files;
+* ``Legacy``: one external link ``/entry/data/data_NNNNNN`` per data file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+DATA_GROUP = "/entry/data"
+DATA_DATASET = "/entry/data/data"  # in every data file; in a v2024.2 master
+DETECTOR = "/entry/instrument/detector"
+DETECTOR_SPECIFIC = f"{DETECTOR}/detectorSpecific"
+
+_NX_CLASSES = {
+    "/entry": "NXentry",
+    DATA_GROUP: "NXdata",
+    "/entry/instrument": "NXinstrument",
+    DETECTOR: "NXdetector",
+    DETECTOR_SPECIFIC: "NXcollection",
+    "/entry/instrument/beam": "NXbeam",
+    "/entry/sample": "NXsample",
+    "/entry/sample/beam": "NXbeam",
+}
+
+
+class MasterLayout(StrEnum):
+    """How the master reaches the frames; values are the ``cam1:FWHDF5Format`` enum strings."""
+
+    LEGACY = "Legacy"
+    V2024_2 = "v2024.2"
+
+
+def series_stem(master_path: str | os.PathLike[str]) -> str:
+    """The series name of a master file: its name without ``.h5`` and without ``_master``."""
+    name = Path(master_path).name
+    name = name.removesuffix(".h5").removesuffix(".hdf5")
+    return name.removesuffix("_master")
+
+
+def data_file_name(master_path: str | os.PathLike[str], number: int) -> str:
+    """File name of data file ``number`` (1-based) of the series of ``master_path``."""
+    return f"{series_stem(master_path)}_data_{number:06d}.h5"
+
+
+def legacy_link_name(number: int) -> str:
+    """Name of the Legacy master's link to data file ``number``: ``data_NNNNNN``."""
+    return f"data_{number:06d}"
+
+
+def data_members(master: h5py.File) -> list[str]:
+    """Members of ``/entry/data`` a DECTRIS reader takes as frame data (names starting "data")."""
+    group = master.get(DATA_GROUP)
+    if group is None:
+        return []
+    return sorted(name for name in group if name.startswith("data"))
+
+
+@dataclass(frozen=True)
+class DataFilePart:
+    """One data file of a series, as the master links to it."""
+
+    number: int  # 1-based data file number
+    link_target: str  # file name as written in the link: relative (same dir) or absolute
+    first_frame: int  # 0-based index of its first frame in the series
+    n_frames: int
+
+
+def plan_parts(
+    master_path: Path, data_dir: Path, n_frames: int, frames_per_file: int
+) -> list[DataFilePart]:
+    """Data files for ``n_frames`` frames: relative links beside the master, absolute elsewhere."""
+    relative = data_dir.resolve() == master_path.parent.resolve()
+    parts = []
+    for index, first in enumerate(range(0, n_frames, frames_per_file)):
+        name = data_file_name(master_path, index + 1)
+        target = name if relative else str(data_dir / name)
+        parts.append(DataFilePart(index + 1, target, first, min(frames_per_file, n_frames - first)))
+    return parts
+
+
+@dataclass
+class SeriesMetadata:
+    """The NXmx metadata a DECTRIS master carries, in SI units, eV, Angstrom and pixels."""
+
+    description: str
+    detector_number: str
+    bit_depth_image: int
+    sensor_material: str
+    sensor_thickness: float
+    x_pixel_size: float
+    y_pixel_size: float
+    beam_center_x: float
+    beam_center_y: float
+    count_time: float
+    frame_time: float
+    detector_distance: float
+    incident_wavelength: float
+    photon_energy: float
+    threshold_energy: float
+    nimages: int
+    ntrigger: int
+    x_pixels_in_detector: int
+    y_pixels_in_detector: int
+    saturation_value: int
+    countrate_correction_count_cutoff: int
+    software_version: str
+    eiger_fw_version: str
+    dead_time: float
+    pixel_mask: np.ndarray = field(repr=False)
+
+
+# Where each metadata field lives, old and new paths both written; readers take the first found.
+_METADATA_PATHS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "description": ((f"{DETECTOR}/description",), None),
+    "detector_number": ((f"{DETECTOR}/detector_number",), None),
+    "bit_depth_image": ((f"{DETECTOR}/bit_depth_image",), None),
+    "sensor_material": ((f"{DETECTOR}/sensor_material",), None),
+    "sensor_thickness": ((f"{DETECTOR}/sensor_thickness",), "m"),
+    "x_pixel_size": ((f"{DETECTOR}/x_pixel_size",), "m"),
+    "y_pixel_size": ((f"{DETECTOR}/y_pixel_size",), "m"),
+    "beam_center_x": ((f"{DETECTOR}/beam_center_x",), "pixel"),
+    "beam_center_y": ((f"{DETECTOR}/beam_center_y",), "pixel"),
+    "count_time": ((f"{DETECTOR}/count_time",), "s"),
+    "frame_time": ((f"{DETECTOR}/frame_time",), "s"),
+    "detector_distance": ((f"{DETECTOR}/detector_distance", f"{DETECTOR}/distance"), "m"),
+    "incident_wavelength": (
+        ("/entry/instrument/beam/incident_wavelength", "/entry/sample/beam/incident_wavelength"),
+        "angstrom",
+    ),
+    "photon_energy": ((f"{DETECTOR_SPECIFIC}/photon_energy",), "eV"),
+    "threshold_energy": ((f"{DETECTOR}/threshold_energy",), "eV"),
+    "nimages": ((f"{DETECTOR_SPECIFIC}/nimages",), None),
+    "ntrigger": ((f"{DETECTOR_SPECIFIC}/ntrigger",), None),
+    "x_pixels_in_detector": ((f"{DETECTOR_SPECIFIC}/x_pixels_in_detector",), None),
+    "y_pixels_in_detector": ((f"{DETECTOR_SPECIFIC}/y_pixels_in_detector",), None),
+    "saturation_value": ((f"{DETECTOR_SPECIFIC}/saturation_value",), None),
+    "countrate_correction_count_cutoff": (
+        (f"{DETECTOR_SPECIFIC}/countrate_correction_count_cutoff",),
+        None,
+    ),
+    "software_version": ((f"{DETECTOR_SPECIFIC}/software_version",), None),
+    "eiger_fw_version": ((f"{DETECTOR_SPECIFIC}/eiger_fw_version",), None),
+    "dead_time": ((f"{DETECTOR}/detector_readout_time",), "s"),
+    "pixel_mask": ((f"{DETECTOR_SPECIFIC}/pixel_mask",), None),
+}
+
+
+def _ensure_group(f: h5py.File, path: str) -> h5py.Group:
+    group = f.require_group(path)
+    for parent in [path, *(str(p) for p in Path(path).parents if str(p) != "/")]:
+        nx_class = _NX_CLASSES.get(parent)
+        if nx_class and "NX_class" not in f[parent].attrs:
+            f[parent].attrs["NX_class"] = nx_class
+    return group
+
+
+def _write_metadata(f: h5py.File, metadata: SeriesMetadata) -> None:
+    for name, (paths, units) in _METADATA_PATHS.items():
+        value = getattr(metadata, name)
+        for path in paths:
+            parent, _, leaf = path.rpartition("/")
+            group = _ensure_group(f, parent)
+            if isinstance(value, np.ndarray):
+                dataset = group.create_dataset(leaf, data=value, compression="gzip")
+            else:
+                dataset = group.create_dataset(leaf, data=value)
+            if units:
+                dataset.attrs["units"] = units
+
+
+def read_metadata(master: h5py.File) -> dict[str, Any]:
+    """The metadata of a master file by field name; fields the file lacks are left out."""
+    values: dict[str, Any] = {}
+    for name, (paths, _units) in _METADATA_PATHS.items():
+        for path in paths:
+            if path in master:
+                value = master[path][()]
+                values[name] = value.decode() if isinstance(value, bytes) else value
+                break
+    return values
+
+
+def write_master(
+    path: Path,
+    parts: list[DataFilePart],
+    frame_shape: tuple[int, int],
+    dtype: np.dtype,
+    layout: MasterLayout,
+    metadata: SeriesMetadata,
+) -> None:
+    """Write the master file for ``parts``; replaces an existing one atomically.
+
+    Readers holding the old master keep reading it; a new open sees the new one whole.
+    """
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            _write_metadata(f, metadata)
+            group = _ensure_group(f, DATA_GROUP)
+            if layout is MasterLayout.LEGACY:
+                for part in parts:
+                    group[legacy_link_name(part.number)] = h5py.ExternalLink(
+                        part.link_target, DATA_DATASET
+                    )
+            elif len(parts) == 1:
+                group["data"] = h5py.ExternalLink(parts[0].link_target, DATA_DATASET)
+            else:
+                total = sum(p.n_frames for p in parts)
+                vds = h5py.VirtualLayout(shape=(total, *frame_shape), dtype=dtype)
+                for part in parts:
+                    source = h5py.VirtualSource(
+                        part.link_target, DATA_DATASET, shape=(part.n_frames, *frame_shape)
+                    )
+                    vds[part.first_frame : part.first_frame + part.n_frames] = source
+                group.create_virtual_dataset("data", vds, fillvalue=0)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def create_data_file(
+    path: Path,
+    frame_shape: tuple[int, int],
+    dtype: np.dtype,
+    filters: dict[str, Any],
+    first_image_nr: int,
+    planned_frames: int,
+) -> tuple[h5py.File, h5py.Dataset]:
+    """Create a data file open for SWMR writing, empty and growable, one frame per chunk.
+
+    ``filters`` are h5py dataset keywords (e.g. from ``hdf5plugin.Bitshuffle``). Readers may open
+    it with ``swmr=True`` while frames arrive; ``finish_data_file`` records the final image range.
+    """
+    f = h5py.File(path, "w", libver="latest")
+    try:
+        _ensure_group(f, DATA_GROUP)
+        dataset = f.create_dataset(
+            DATA_DATASET,
+            shape=(0, *frame_shape),
+            maxshape=(None, *frame_shape),
+            chunks=(1, *frame_shape),
+            dtype=dtype,
+            **filters,
+        )
+        dataset.attrs["image_nr_low"] = np.uint64(first_image_nr)
+        dataset.attrs["image_nr_high"] = np.uint64(first_image_nr + planned_frames - 1)
+        f.swmr_mode = True
+    except BaseException:
+        f.close()
+        raise
+    return f, dataset
+
+
+def finish_data_file(path: Path, first_image_nr: int, n_frames: int) -> None:
+    """Record the image range the closed data file really holds (``image_nr_high``)."""
+    high = np.uint64(first_image_nr + n_frames - 1)
+    with h5py.File(path, "r+") as f:
+        attrs = f[DATA_DATASET].attrs
+        if attrs["image_nr_high"] != high:
+            attrs["image_nr_high"] = high
+
