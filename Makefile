@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    install into .venv, then start the simulated EIGER2 IOC
+#   make test   install into .venv, then lint and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DATA_ROOT ?= /tmp/id3c-eiger-data
+
+.PHONY: run test install benchmark clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	mkdir -p $(DATA_ROOT)
+	$(BIN)/id3c-eiger-sim --data-root $(DATA_ROOT)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/bench_simulator.py
+
+clean:
+	rm -rf $(VENV)

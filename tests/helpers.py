@@ -1,0 +1,187 @@
+"""Test support: start simulator processes and talk to them over real Channel Access."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the compression filters for h5py)
+import numpy as np
+
+from id3c_eiger.geometry import EIGER2_500K
+from id3c_eiger.layout import read_metadata
+from id3c_eiger_sim.frames import FrameGenerator, FrameSettings
+
+IOC_START_TIMEOUT = 60.0
+SEED = 0
+
+
+class CATimeout(Exception):
+    """A Channel Access operation got no answer in time."""
+
+
+class IocStartError(Exception):
+    """The simulator process did not become ready."""
+
+
+def free_port() -> int:
+    """A TCP and UDP port free on loopback now."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+@dataclass
+class IocProcess:
+    """A simulator running as a separate process."""
+
+    prefix: str
+    port: int
+    roots: list[Path]
+    process: subprocess.Popen
+    output: list[str] = field(default_factory=list)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> None:
+        """Stop the process (SIGINT, then SIGKILL if it lingers)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+
+
+def start_ioc(prefix: str, port: int, roots: list[Path], user: str | None = None,
+              extra: tuple[str, ...] = ()) -> IocProcess:
+    """Start ``python -m id3c_eiger_sim`` and wait for its ready line."""
+    cmd = [sys.executable, "-m", "id3c_eiger_sim", "--prefix", prefix, "--port", str(port),
+           "--seed", str(SEED), *extra]
+    for root in roots:
+        cmd += ["--data-root", str(root)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=env, user=user)
+    ioc = IocProcess(prefix, port, roots, process)
+    ready = threading.Event()
+
+    def pump() -> None:
+        for line in process.stdout:
+            ioc.output.append(line)
+            if "ready:" in line:
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not ready.wait(IOC_START_TIMEOUT):
+        ioc.stop()
+        raise IocStartError(f"simulator did not start in {IOC_START_TIMEOUT}s: {''.join(ioc.output)}")
+    return ioc
+
+
+class Sim:
+    """A client of one simulator: put/get by PV suffix, over pyepics (libca)."""
+
+    def __init__(self, prefix: str) -> None:
+        import epics
+
+        self._epics = epics
+        self.prefix = prefix
+
+    def pv(self, suffix: str):
+        """The (cached) pyepics PV, connected."""
+        pv = self._epics.get_pv(self.prefix + suffix, connect=True, timeout=5.0)
+        if not pv.connected:
+            raise CATimeout(f"{self.prefix}{suffix} did not connect within 5 s")
+        return pv
+
+    def put(self, suffix: str, value: Any, wait: bool = True, timeout: float = 30.0) -> None:
+        """Put ``value``; with ``wait``, until the IOC's put-completion (or CATimeout)."""
+        result = self.pv(suffix).put(value, wait=wait, timeout=timeout)
+        if wait and result != 1:
+            raise CATimeout(f"put {self.prefix}{suffix}={value!r}: no completion in {timeout}s")
+
+    def get(self, suffix: str, as_string: bool = False) -> Any:
+        """The current value (enum strings and CHAR waveforms as text with ``as_string``)."""
+        value = self.pv(suffix).get(as_string=as_string, use_monitor=False, timeout=5.0)
+        if value is None:
+            raise CATimeout(f"get {self.prefix}{suffix}: no answer in 5 s")
+        return value
+
+    def text(self, suffix: str) -> str:
+        """Value as text (enum string, CHAR waveform)."""
+        return self.get(suffix, as_string=True)
+
+    def wait_for(self, suffix: str, expected: Any, timeout: float = 20.0) -> None:
+        """Poll until the value (as text) equals ``expected``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.text(suffix) == str(expected):
+                return
+            time.sleep(0.02)
+        raise CATimeout(f"{self.prefix}{suffix} stayed {self.text(suffix)!r}, not {expected!r}")
+
+    def reset(self, directory: Path, name: str) -> None:
+        """Known settings for a test: fast internal series into ``directory``, Stream/BSLZ4."""
+        cam = {
+            "TriggerMode": "Internal Series", "ManualTrigger": "Disable", "NumImages": 1,
+            "NumTriggers": 1, "AcquireTime": 0.001, "AcquirePeriod": 0.002, "ArrayCounter": 0,
+            "SaveFiles": "Disable", "FWHDF5Format": "v2024.2", "FWNImagesPerFile": 1000,
+            "CreateDirectory": 0, "PhotonEnergy": 12000.0,
+        }
+        hdf = {
+            "EnableCallbacks": "Enable", "FileWriteMode": "Stream", "LazyOpen": "Yes",
+            "Compression": "BSLZ4", "NumCapture": 0, "AutoIncrement": "Yes", "AutoSave": "No",
+            "FileNumber": 1, "CreateDirectory": 0, "FileTemplate": "%s%s_%6.6d.h5",
+            "FileName": name, "FilePath": str(directory),
+        }
+        for key, value in cam.items():
+            self.put(f"cam1:{key}", value)
+        for key, value in hdf.items():
+            self.put(f"HDF1:{key}", value)
+
+    def stream(self, n_images: int, **cam: Any) -> Path:
+        """Capture one Stream series of ``n_images`` frames; returns the master path."""
+        for key, value in {"NumImages": n_images, **cam}.items():
+            self.put(f"cam1:{key}", value)
+        self.put("HDF1:Capture", "Capture", wait=False)
+        self.wait_for("HDF1:Capture_RBV", "Capturing")
+        self.put("cam1:Acquire", "Acquire", timeout=120)
+        self.put("HDF1:Capture", "Done")
+        return Path(self.text("HDF1:FullFileName_RBV"))
+
+
+def frame_settings(master: Path) -> FrameSettings:
+    """The settings the simulator used for a series, from its master's metadata."""
+    with h5py.File(master, "r") as f:
+        md = read_metadata(f)
+    return FrameSettings(
+        count_time=float(md["count_time"]),
+        bit_depth=int(md["bit_depth_image"]),
+        beam_center_x=float(md["beam_center_x"]),
+        beam_center_y=float(md["beam_center_y"]),
+        distance=float(md["detector_distance"]),
+        wavelength=float(md["incident_wavelength"]),
+    )
+
+
+def expected_frames(master: Path, indices: range) -> np.ndarray:
+    """The frames the simulator's generator gives for ``indices`` of that series."""
+    generator = FrameGenerator(EIGER2_500K, SEED)
+    settings = frame_settings(master)
+    return np.stack([generator.frame(i, settings) for i in indices])
