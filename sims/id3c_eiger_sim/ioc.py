@@ -382,6 +382,10 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
             await self._set_busy(False)
 
     async def _report_state(self, state: str, message: str) -> None:
+        # Counters are throttled while frames flow; a pause (waiting for a trigger) shows them.
+        if self._engine is not None:
+            await self._update_counters(self._engine.produced, force=True)
+        await self.ioc.hdf.flush_counters()
         await self.DetectorState_RBV.write(state)
         await self._note(message)
 
@@ -567,6 +571,10 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         await self.ArrayCounter_RBV.write(self._array_counter)
         if capture is not None:
             await self.NumCaptured_RBV.write(capture.count)
+
+    async def flush_counters(self) -> None:
+        """Send the throttled counters now."""
+        await self._update_counters(self._capture, force=True)
 
     async def _capture_frames(self, capture: _Capture, settings: FrameSettings,
                               frames: range) -> None:
