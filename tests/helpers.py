@@ -118,7 +118,10 @@ class Sim:
 
     def get(self, suffix: str, as_string: bool = False) -> Any:
         """The current value (enum strings and CHAR waveforms as text with ``as_string``)."""
-        value = self.pv(suffix).get(as_string=as_string, use_monitor=False, timeout=5.0)
+        pv = self.pv(suffix)
+        # Ask for every element: pyepics otherwise reuses the length of an earlier, shorter
+        # CHAR waveform value and cuts the text.
+        value = pv.get(as_string=as_string, use_monitor=False, timeout=5.0, count=pv.nelm)
         if value is None:
             raise CATimeout(f"get {self.prefix}{suffix}: no answer in 5 s")
         return value

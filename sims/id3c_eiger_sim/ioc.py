@@ -455,7 +455,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         )
         await self.WriteMessage.write(message[:255])
 
-    async def _write_ok(self) -> None:
+    async def write_ok(self) -> None:
         await self.WriteStatus.write(
             "Write OK", status=AlarmStatus.NO_ALARM, severity=AlarmSeverity.NO_ALARM
         )
@@ -468,19 +468,26 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
     async def FilePath(self, instance: Any, value: str) -> str:
         return await self.ioc.set_file_path(self, value)
 
+    async def _keep_and_check(self, readback: Any, value: str, check: Callable[[], Any]) -> str:
+        """Store the value as a real IOC does, and report now if a capture would refuse it."""
+        await readback.write(value)
+        try:
+            check()
+        except PathRefused as err:
+            await self.report_error(str(err))
+        return value
+
     @FileName.putter
     @reported()
     async def FileName(self, instance: Any, value: str) -> str:
-        await self.FileName_RBV.write(value)
-        check_file_name(value)
-        return value
+        return await self._keep_and_check(self.FileName_RBV, value,
+                                          lambda: check_file_name(value))
 
     @FileTemplate.putter
     @reported()
     async def FileTemplate(self, instance: Any, value: str) -> str:
-        await self.FileTemplate_RBV.write(value)
-        expand_template(value, "/", "name", 1)
-        return value
+        return await self._keep_and_check(self.FileTemplate_RBV, value,
+                                          lambda: expand_template(value, "/", "name", 1))
 
     @NumCapture.putter
     @reported()
@@ -618,7 +625,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         async with self._lock:
             await self._in_writer_thread(write)
         await self._file_done(master_path)
-        await self._write_ok()
+        await self.write_ok()
 
     # --- capture control --------------------------------------------------------------
 
@@ -661,7 +668,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         await self.Capture_RBV.write("Capturing")
         await self.NumCaptured_RBV.write(0)
         await self.FullFileName_RBV.write(str(master_path))
-        await self._write_ok()
+        await self.write_ok()
         await capture.finished.wait()
         return "Done"
 
@@ -753,17 +760,19 @@ class EigerIOC(PVGroup):
             raise
 
     async def set_file_path(self, group: CameraPVs | FilePluginPVs, value: str) -> str:
-        """A ``FilePath`` put: trailing separator, existence (created per CreateDirectory)."""
+        """A ``FilePath`` put: kept as written (with a trailing separator) like a real IOC;
+        created per CreateDirectory; ``FilePathExists_RBV`` and the message say if unusable."""
         path = value if value.endswith("/") or not value else f"{value}/"
         await group.FilePath_RBV.write(path)
         try:
             self.roots.prepare_directory(path, group.CreateDirectory.value)
-        except PathRefused:
+        except PathRefused as err:
             await group.FilePathExists_RBV.write("No")
-            raise
-        await group.FilePathExists_RBV.write("Yes" if self.roots.exists(path) else "No")
+            await group.report_error(str(err))
+            return path
+        await group.FilePathExists_RBV.write("Yes")
         if isinstance(group, FilePluginPVs):
-            await group._write_ok()
+            await group.write_ok()
         return path
 
     async def initialize(self) -> None:

@@ -115,7 +115,7 @@ def expand_template(template: str, path: str, name: str, number: int) -> str:
         ) from err
     if not full.startswith(path) or "/" in full[len(path) :]:
         raise PathRefused(
-            f"FileTemplate {template!r} gives {full!r}, which is not a file directly in "
-            f"FilePath {path}; start the template with %s%s"
+            f"FileTemplate {template!r} makes a name that is not a file directly in FilePath; "
+            f"start the template with %s%s (it gives {full!r})"
         )
     return full
