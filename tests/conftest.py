@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from helpers import IocProcess, Sim, free_port, start_ioc
 
 PORTS = {"main": free_port(), "spare": free_port()}

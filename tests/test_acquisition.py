@@ -9,8 +9,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import Sim, expected_frames
 
+from helpers import Sim, expected_frames
 from id3c_eiger.layout import DATA_DATASET, data_file_name, data_members, read_metadata
 
 BSLZ4_FILTER = 32008

@@ -14,8 +14,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import Sim, start_ioc
 
+from helpers import Sim, start_ioc
 from id3c_eiger.layout import DATA_DATASET, data_file_name, read_metadata
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from helpers import Sim
 
+from helpers import Sim
 from id3c_eiger.records import load_records
 
 CA_TYPES = {  # record kind -> the DBR field type a real IOC serves

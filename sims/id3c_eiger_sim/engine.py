@@ -10,6 +10,7 @@ tick rather than one per frame, and the engine keeps real time however long a ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -144,10 +145,8 @@ class AcquisitionEngine:
         if seconds < _INTERRUPTIBLE_SLEEP:
             await asyncio.sleep(seconds)
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def _next_trigger(self) -> float | None:
         getter = asyncio.ensure_future(self._triggers.get())
