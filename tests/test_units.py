@@ -1,0 +1,126 @@
+"""Logic without a server: geometry, file layout, path rules, frames and the trigger engine."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import h5py
+import hdf5plugin
+import numpy as np
+import pytest
+
+from id3c_eiger.geometry import EIGER2_500K, EIGER_500K, MASK_GAP, model_by_key
+from id3c_eiger.layout import DATA_DATASET, MasterLayout, data_file_name, plan_parts, series_stem
+from id3c_eiger_sim.engine import AcquisitionEngine, AcquisitionPlan, TriggerMode
+from id3c_eiger_sim.frames import POOL_SIZE, FrameGenerator, FrameSettings, build_pool
+from id3c_eiger_sim.roots import DataRoots, PathRefused, expand_template
+
+
+def test_eiger2_timing_rule_matches_adeiger() -> None:
+    assert EIGER2_500K.shape == (512, 1028)
+    assert EIGER_500K.shape == (514, 1030)
+    assert EIGER2_500K.data_type(0.0067, 0.01) == "UInt32"
+    assert EIGER2_500K.data_type(0.0065, 0.01) == "UInt16"
+    assert EIGER2_500K.data_type(0.0004, 0.00045) == "UInt16"
+    assert EIGER2_500K.data_type(0.0002, 0.00044) == "UInt8"
+    with pytest.raises(ValueError, match="known models: eiger2-500k"):
+        model_by_key("pilatus")
+
+
+def test_eiger1_mask_flags_chip_gaps_and_eiger2_is_contiguous() -> None:
+    gaps = EIGER_500K.pixel_mask() & MASK_GAP
+    assert gaps[:, 256:258].all() and gaps[256:258, :].all()
+    assert not (EIGER2_500K.pixel_mask() & MASK_GAP).any()
+    assert EIGER2_500K.pixel_mask().any()
+
+
+def test_series_names_and_planned_parts(tmp_path: Path) -> None:
+    assert series_stem("/d/scan_000001.h5") == "scan_000001"
+    assert data_file_name("/d/series_7_master.h5", 2) == "series_7_data_000002.h5"
+    parts = plan_parts(tmp_path / "m.h5", tmp_path, 2500, 1000)
+    assert [(p.link_target, p.first_frame, p.n_frames) for p in parts] == [
+        ("m_data_000001.h5", 0, 1000), ("m_data_000002.h5", 1000, 1000),
+        ("m_data_000003.h5", 2000, 500),
+    ]
+    elsewhere = plan_parts(tmp_path / "m.h5", tmp_path / "other", 1, 1000)
+    assert elsewhere[0].link_target == str(tmp_path / "other" / "m_data_000001.h5")
+    assert MasterLayout("Legacy") is MasterLayout.LEGACY
+
+
+def test_roots_confine_and_create_by_depth(tmp_path: Path) -> None:
+    roots = DataRoots([tmp_path])
+    with pytest.raises(PathRefused, match="outside"):
+        roots.prepare_directory(f"{tmp_path}/../x/", 0)
+    with pytest.raises(PathRefused, match="not an absolute"):
+        roots.prepare_directory("relative/dir", 0)
+    target = tmp_path / "a" / "b" / "c"
+    with pytest.raises(PathRefused, match="creates at most 2"):
+        roots.prepare_directory(str(target), -2)
+    depth = len(tmp_path.parts) - 1  # tmp_path's level ("/" is not a level) must exist
+    with pytest.raises(PathRefused, match="must exist"):
+        roots.prepare_directory(str(target), depth + 1)
+    assert roots.prepare_directory(str(target), depth) == target
+    assert roots.exists(str(target)) and not roots.exists("/etc")
+    assert expand_template("%s%s_%6.6d.h5", "/d/", "x", 3) == "/d/x_000003.h5"
+
+
+def test_frames_are_deterministic_and_pool_chunks_decode_to_them() -> None:
+    generator = FrameGenerator(EIGER2_500K, seed=3)
+    settings = FrameSettings(0.001, 16, 514.0, 256.0, 0.08, 1.0332)
+    a, b = generator.frame(1, settings), FrameGenerator(EIGER2_500K, seed=3).frame(1, settings)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, generator.frame(2, settings))
+    np.testing.assert_array_equal(a, generator.frame(1 + POOL_SIZE, settings))
+    pool = build_pool(generator, settings, dict(hdf5plugin.Bitshuffle(cname="lz4")))
+    with h5py.File("decode", "w", driver="core", backing_store=False) as f:
+        d = f.create_dataset(DATA_DATASET, shape=(1, 512, 1028), chunks=(1, 512, 1028),
+                             dtype=np.uint16, **hdf5plugin.Bitshuffle(cname="lz4"))
+        d.id.write_direct_chunk((0, 0, 0), pool.chunk(1), pool.filter_mask)
+        np.testing.assert_array_equal(d[0], a)
+
+
+def _run_engine(plan: AcquisitionPlan, triggers: int = 0, stop_after: float | None = None):
+    delivered: list[range] = []
+    states: list[str] = []
+
+    async def deliver(frames: range) -> None:
+        delivered.append(frames)
+
+    async def report(state: str, message: str) -> None:
+        states.append(state)
+
+    async def main() -> int:
+        engine = AcquisitionEngine(plan, deliver, report)
+        task = asyncio.create_task(engine.run())
+        for _ in range(triggers):
+            while not states or states[-1] != "Waiting":
+                await asyncio.sleep(0.001)
+            states.append("sent")
+            assert engine.trigger(0.0)
+        if stop_after is not None:
+            await asyncio.sleep(stop_after)
+            engine.stop()
+        return await asyncio.wait_for(task, 10)
+
+    produced = asyncio.run(main())
+    return produced, delivered, states
+
+
+def test_engine_delivers_every_frame_once_in_order() -> None:
+    plan = AcquisitionPlan(TriggerMode.INTERNAL_SERIES, 50, 2, 0.0009, 0.001, False)
+    produced, delivered, _ = _run_engine(plan)
+    assert produced == 100 == plan.total_frames
+    assert [i for r in delivered for i in r] == list(range(100))
+    assert len(delivered) < 100  # batched
+
+
+def test_engine_waits_for_each_external_trigger_and_stops_continuous() -> None:
+    plan = AcquisitionPlan(TriggerMode.EXTERNAL_SERIES, 3, 2, 0.0009, 0.001, False)
+    produced, _, states = _run_engine(plan, triggers=2)
+    assert produced == 6 and states.count("Waiting") == 2
+    plan = AcquisitionPlan(TriggerMode.CONTINUOUS, 2, 1, 0.0009, 0.001, False)
+    produced, _, _ = _run_engine(plan, stop_after=0.05)
+    assert produced > 2 and plan.total_frames is None
+    internal = AcquisitionPlan(TriggerMode.INTERNAL_SERIES, 1, 1, 0.1, 0.1, False)
+    assert not internal.waits_for_triggers
