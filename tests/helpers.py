@@ -158,12 +158,16 @@ class Sim:
         for key, value in hdf.items():
             self.put(f"HDF1:{key}", value)
 
+    def start_capture(self) -> None:
+        """Start a capture without waiting for its end; returns once it is capturing."""
+        self.put("HDF1:Capture", "Capture", wait=False)
+        self.wait_for("HDF1:Capture_RBV", "Capturing")
+
     def stream(self, n_images: int, **cam: Any) -> Path:
         """Capture one Stream series of ``n_images`` frames; returns the master path."""
         for key, value in {"NumImages": n_images, **cam}.items():
             self.put(f"cam1:{key}", value)
-        self.put("HDF1:Capture", "Capture", wait=False)
-        self.wait_for("HDF1:Capture_RBV", "Capturing")
+        self.start_capture()
         self.put("cam1:Acquire", "Acquire", timeout=120)
         self.put("HDF1:Capture", "Done")
         return Path(self.text("HDF1:FullFileName_RBV"))

@@ -119,8 +119,7 @@ def test_data_files_in_the_detector_directory_are_linked_absolute(sim: Sim, data
 def test_capture_mode_buffers_and_writes_num_capture_frames(sim: Sim) -> None:
     sim.put("HDF1:FileWriteMode", "Capture")
     sim.put("HDF1:NumCapture", 4)
-    sim.put("HDF1:Capture", "Capture", wait=False)
-    sim.wait_for("HDF1:Capture_RBV", "Capturing")
+    sim.start_capture()
     sim.put("cam1:NumImages", 6)
     sim.put("cam1:Acquire", "Acquire")
     sim.wait_for("HDF1:Capture_RBV", "Done")
@@ -145,8 +144,7 @@ def test_single_mode_autosave_writes_a_file_per_frame(sim: Sim) -> None:
 def test_stream_with_num_capture_ends_by_itself_across_acquisitions(sim: Sim) -> None:
     """The classic ophyd pattern: one capture, one Acquire per point."""
     sim.put("HDF1:NumCapture", 3)
-    sim.put("HDF1:Capture", "Capture", wait=False)
-    sim.wait_for("HDF1:Capture_RBV", "Capturing")
+    sim.start_capture()
     for _ in range(3):
         sim.put("cam1:Acquire", "Acquire")
     sim.wait_for("HDF1:Capture_RBV", "Done")
@@ -177,8 +175,7 @@ def test_triggered_modes_wait_for_each_trigger(sim: Sim, mode, manual, n_images,
     for key, value in {"TriggerMode": mode, "ManualTrigger": manual, "NumImages": n_images,
                        "NumTriggers": n_triggers}.items():
         sim.put(f"cam1:{key}", value)
-    sim.put("HDF1:Capture", "Capture", wait=False)
-    sim.wait_for("HDF1:Capture_RBV", "Capturing")
+    sim.start_capture()
     thread = _acquire_in_background(sim)
     for sent in range(n_triggers):
         sim.wait_for("cam1:DetectorState_RBV", "Waiting")
@@ -200,8 +197,7 @@ def test_triggered_modes_wait_for_each_trigger(sim: Sim, mode, manual, n_images,
 def test_continuous_runs_until_stopped_and_the_master_counts_what_was_written(sim: Sim) -> None:
     sim.put("cam1:TriggerMode", "Continuous")
     sim.put("cam1:NumImages", 5)
-    sim.put("HDF1:Capture", "Capture", wait=False)
-    sim.wait_for("HDF1:Capture_RBV", "Capturing")
+    sim.start_capture()
     thread = _acquire_in_background(sim)
     time.sleep(0.5)
     assert thread.is_alive()
@@ -225,8 +221,7 @@ def test_swmr_reader_sees_the_frames_so_far_during_a_long_capture(sim: Sim) -> N
     sim.put("cam1:ArrayCounter", 0)
     sim.put("cam1:NumImages", 100)
     sim.put("HDF1:LazyOpen", "No")
-    sim.put("HDF1:Capture", "Capture", wait=False)
-    sim.wait_for("HDF1:Capture_RBV", "Capturing")
+    sim.start_capture()
     thread = _acquire_in_background(sim)
     deadline = time.monotonic() + 20
     while sim.get("HDF1:NumCaptured_RBV") < 10:

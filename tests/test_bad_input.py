@@ -99,8 +99,7 @@ def test_capture_with_callbacks_disabled_and_in_single_mode(sim: Sim) -> None:
 def test_frames_of_another_type_than_the_primed_file_end_the_capture(sim: Sim) -> None:
     sim.put("cam1:Acquire", "Acquire")  # primes the plugin: 1 ms exposures, UInt16
     sim.put("HDF1:LazyOpen", "No")
-    sim.put("HDF1:Capture", "Capture", wait=False)
-    sim.wait_for("HDF1:Capture_RBV", "Capturing")
+    sim.start_capture()
     sim.put("cam1:AcquireTime", 0.01)  # now UInt32
     sim.put("cam1:AcquirePeriod", 0.01)
     sim.put("cam1:Acquire", "Acquire")
@@ -141,8 +140,7 @@ def test_trigger_when_nothing_waits_for_one(sim: Sim) -> None:
 def test_stopping_capture_mid_stream_leaves_a_consistent_master(sim: Sim) -> None:
     sim.put("cam1:NumImages", 400)
     sim.put("cam1:AcquirePeriod", 0.005)
-    sim.put("HDF1:Capture", "Capture", wait=False)
-    sim.wait_for("HDF1:Capture_RBV", "Capturing")
+    sim.start_capture()
     thread = threading.Thread(target=sim.put, args=("cam1:Acquire", "Acquire"))
     thread.start()
     while sim.get("HDF1:NumCaptured_RBV") < 20:
@@ -166,8 +164,7 @@ def test_killing_the_ioc_mid_capture_leaves_readable_files(tmp_path: Path, spare
         sim.reset(tmp_path, "killed")
         sim.put("cam1:NumImages", 10_000)
         sim.put("cam1:AcquirePeriod", 0.005)
-        sim.put("HDF1:Capture", "Capture", wait=False)
-        sim.wait_for("HDF1:Capture_RBV", "Capturing")
+        sim.start_capture()
         sim.put("cam1:Acquire", "Acquire", wait=False)
         while sim.get("HDF1:NumCaptured_RBV") < 30:
             time.sleep(0.02)
