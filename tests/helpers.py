@@ -139,6 +139,14 @@ class Sim:
             time.sleep(0.02)
         raise CATimeout(f"{self.prefix}{suffix} stayed {self.text(suffix)!r}, not {expected!r}")
 
+    def wait_for_at_least(self, suffix: str, count: int, timeout: float = 20.0) -> None:
+        """Poll until a counter reaches ``count``."""
+        deadline = time.monotonic() + timeout
+        while self.get(suffix) < count:
+            if time.monotonic() > deadline:
+                raise CATimeout(f"{self.prefix}{suffix} stayed at {self.get(suffix)}, not {count}")
+            time.sleep(0.02)
+
     def reset(self, directory: Path, name: str) -> None:
         """Known settings for a test: fast internal series into ``directory``, Stream/BSLZ4."""
         cam = {
