@@ -18,6 +18,8 @@ PORTS = {"main": free_port(), "spare": free_port()}
 os.environ["EPICS_CA_ADDR_LIST"] = " ".join(f"127.0.0.1:{p}" for p in PORTS.values())
 os.environ["EPICS_CA_AUTO_ADDR_LIST"] = "NO"
 os.environ.setdefault("EPICS_CA_MAX_ARRAY_BYTES", "10000000")
+# Tiled's client retries a failed read for up to 45 s; the failure tests want the error now.
+os.environ.setdefault("TILED_RETRY_ATTEMPTS", "1")
 
 # ophyd installs its PV class into pyepics when imported; import it before any PV exists so
 # every PV of the session (ours and ophyd's, sharing pyepics' cache) is of that class.
@@ -54,3 +56,31 @@ def sim(ioc: IocProcess, data_root: Path, request: pytest.FixtureRequest) -> Sim
 def spare_port() -> int:
     """The pre-registered port for a test's own short-lived simulator."""
     return PORTS["spare"]
+
+
+@pytest.fixture(scope="session")
+def alias_root(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second path to the data root, as a reader host mounting the IOC's share elsewhere."""
+    alias = tmp_path_factory.mktemp("reader-mount") / "eiger"
+    alias.symlink_to(data_root, target_is_directory=True)
+    return alias
+
+
+@pytest.fixture(scope="session")
+def catalog(data_root: Path, alias_root: Path):
+    """An embedded Tiled server that may read the data root by both of its paths."""
+    from id3c_eiger.catalog import open_catalog
+
+    with open_catalog(readable_storage=[data_root, alias_root]) as cat:
+        yield cat
+
+
+@pytest.fixture
+def RE(catalog):
+    """A RunEngine whose documents go to the embedded Tiled server through TiledWriter."""
+    from bluesky import RunEngine
+
+    engine = RunEngine({}, call_returns_result=False)
+    catalog.subscribe(engine)
+    yield engine
+    catalog.unsubscribe(engine)

@@ -31,7 +31,7 @@ from id3c_eiger.records import records_for
 from .engine import AcquisitionEngine, AcquisitionPlan, TriggerMode
 from .frames import FrameGenerator, FramePool, FrameSettings, build_pool
 from .roots import DataRoots, PathRefused, check_file_name, expand_template
-from .surface import apply_disabled_fields, record_pv, surface_class
+from .surface import apply_disabled_fields, record_pv, surface_class, sync_readbacks
 from .writer import SeriesWriter, compression_filters
 
 log = logging.getLogger(__name__)
@@ -763,21 +763,24 @@ class EigerIOC(PVGroup):
         """A ``FilePath`` put: kept as written (with a trailing separator) like a real IOC;
         created per CreateDirectory; ``FilePathExists_RBV`` and the message say if unusable."""
         path = value if value.endswith("/") or not value else f"{value}/"
-        await group.FilePath_RBV.write(path)
+        # The driver posts FilePathExists with FilePath_RBV: a client seeing one sees both.
         try:
             self.roots.prepare_directory(path, group.CreateDirectory.value)
         except PathRefused as err:
             await group.FilePathExists_RBV.write("No")
             await group.report_error(str(err))
-            return path
-        await group.FilePathExists_RBV.write("Yes")
-        if isinstance(group, FilePluginPVs):
-            await group.write_ok()
+        else:
+            await group.FilePathExists_RBV.write("Yes")
+            if isinstance(group, FilePluginPVs):
+                await group.write_ok()
+        await group.FilePath_RBV.write(path)
         return path
 
     async def initialize(self) -> None:
         """Values a real IOC reads from the detector at start-up."""
         model, cam, hdf = self.model, self.cam, self.hdf
+        await sync_readbacks(cam, "cam1:")
+        await sync_readbacks(hdf, "HDF1:")
         identity = {
             "Manufacturer_RBV": "Dectris",
             "Model_RBV": model.description.removeprefix("Dectris "),

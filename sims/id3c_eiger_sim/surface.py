@@ -89,3 +89,13 @@ async def apply_disabled_fields(group: PVGroup, plugin: str) -> None:
     for suffix, record in records_for(plugin).items():
         if record.disabled:
             await getattr(group, suffix).fields["DISA"].write(1)
+
+
+async def sync_readbacks(group: PVGroup, plugin: str) -> None:
+    """Show every setpoint's start-up value in its ``_RBV``, as the driver's parameters do."""
+    records = records_for(plugin)
+    for suffix in records:
+        readback = records.get(f"{suffix}_RBV")
+        if readback is not None:
+            setpoint = getattr(group, suffix)
+            await _echo_to(readback)(group, setpoint, setpoint.value)

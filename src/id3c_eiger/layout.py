@@ -274,3 +274,61 @@ def finish_data_file(path: Path, first_image_nr: int, n_frames: int) -> None:
         if attrs["image_nr_high"] != high:
             attrs["image_nr_high"] = high
 
+
+
+@dataclass(frozen=True)
+class LinkProblem:
+    """One link of a master file that does not lead to frames on this host."""
+
+    link: str  # the member of the master: /entry/data/data, /entry/data/data_000001, ...
+    target: str  # the target file as written in the master
+    problem: str  # what is wrong, e.g. "file does not exist: /abs/path"
+
+    def __str__(self) -> str:
+        return f"link {self.link} -> {self.target!r}: {self.problem}"
+
+
+def resolve_target(master_path: str | os.PathLike[str], target: str) -> Path:
+    """Where libhdf5 looks for a link or VDS source ``target`` of ``master_path`` by default:
+    as written if absolute, else relative to the master's directory."""
+    path = Path(target)
+    return path if path.is_absolute() else Path(master_path).parent / path
+
+
+def _check_target(master_path: Path, link: str, target: str, dataset: str) -> LinkProblem | None:
+    resolved = resolve_target(master_path, target)
+    if not resolved.exists():
+        return LinkProblem(link, target, f"file does not exist: {resolved}")
+    try:
+        with h5py.File(resolved, "r", swmr=True) as f:
+            if dataset not in f:
+                return LinkProblem(link, target, f"{resolved} has no dataset {dataset}")
+    except OSError as err:
+        return LinkProblem(link, target, f"cannot open {resolved}: {err}")
+    return None
+
+
+def unresolved_links(master_path: str | os.PathLike[str], dataset: str = DATA_DATASET) -> list[LinkProblem]:
+    """Every link (external link or VDS source) of the master's frame data that does not
+    resolve here; empty when all frames are reachable. Raises OSError if the master won't open."""
+    master_path = Path(master_path)
+    problems: list[LinkProblem] = []
+    with h5py.File(master_path, "r", swmr=True) as master:
+        group = master.get(DATA_GROUP)
+        members = data_members(master) if group is not None else []
+        if not members:
+            return [LinkProblem(dataset, "", f"{master_path} has no {DATA_GROUP}/data* member")]
+        for name in members:
+            link_path = f"{DATA_GROUP}/{name}"
+            link = master.get(link_path, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                problem = _check_target(master_path, link_path, link.filename, link.path)
+                problems += [problem] if problem else []
+            elif isinstance(link, h5py.HardLink) and master[link_path].is_virtual:
+                for source in master[link_path].virtual_sources():
+                    if source.file_name == ".":
+                        continue
+                    problem = _check_target(master_path, link_path, source.file_name,
+                                            source.dset_name)
+                    problems += [problem] if problem else []
+    return problems

@@ -1,0 +1,187 @@
+"""Tiled for EIGER runs: a catalog on which ``cat[-1]`` works, TiledWriter, and the master files.
+
+``open_catalog()`` gives an embedded ``SimpleTiledServer`` (SQLite catalog, one machine) whose
+``readable_storage`` covers the detector's read path, or a remote Tiled server by URI and API key
+(a deployment with a PostgreSQL catalog on another host is configuration only). Either way the
+runs live in a container with the ``CatalogOfBlueskyRuns`` spec.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import httpx
+from bluesky import RunEngine
+from bluesky_tiled_plugins import TiledWriter
+from tiled.client import from_uri
+from tiled.client.array import ArrayClient
+from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH, Container
+from tiled.structures.core import Spec
+
+from .layout import DATA_DATASET, LinkProblem, unresolved_links
+
+log = logging.getLogger(__name__)
+
+RUNS_CONTAINER = "runs"  # where the embedded server keeps Bluesky runs
+RUNS_SPEC = Spec("CatalogOfBlueskyRuns", version="3.0")
+
+
+class CatalogError(RuntimeError):
+    """The catalog cannot be reached or does not hold Bluesky runs."""
+
+
+class UnresolvedLinkError(OSError):
+    """A frame cannot be read because the master file's link to its data does not resolve."""
+
+    def __init__(self, master: str, problems: Sequence[LinkProblem]) -> None:
+        self.master = master
+        self.problems = list(problems)
+        details = "; ".join(str(p) for p in problems)
+        super().__init__(
+            f"cannot read frames of master file {master}: {details}. Fix: restore the data "
+            "file(s), or make the link target visible at that path on the Tiled host (same "
+            "mount as the IOC, or HDF5_EXT_PREFIX / HDF5_VDS_PREFIX)"
+        )
+
+
+def master_files(node: Any) -> list[Path]:
+    """The master file(s) behind an array in Tiled (e.g. ``run.primary["eiger2_image"]``).
+
+    These are the files Tiled opens, by the read path the device recorded.
+    """
+    sources = node.data_sources() or []
+    paths = []
+    for source in sources:
+        for asset in source.assets:
+            parsed = urlparse(asset.data_uri)
+            if parsed.scheme == "file":
+                paths.append(Path(unquote(parsed.path)))
+    return paths
+
+
+class EigerArrayClient(ArrayClient):
+    """Tiled's array client, which names the broken link when the server cannot read a frame."""
+
+    def read(self, slice: Any = None) -> Any:
+        try:
+            return super().read(slice)
+        except Exception as err:
+            if isinstance(err, (IndexError, TypeError, ValueError)):
+                raise
+            self._raise_if_unresolved(err)
+            raise
+
+    def _raise_if_unresolved(self, err: Exception) -> None:
+        masters: list[Path] = []
+        for _attempt in range(3):  # the server may have dropped the connection of the failed read
+            try:
+                masters = master_files(self)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        for master in masters:
+            try:
+                problems = unresolved_links(master, DATA_DATASET)
+            except OSError as open_err:
+                raise UnresolvedLinkError(str(master), [LinkProblem(
+                    str(master), "(master file)", f"cannot open here: {open_err}")]) from err
+            if problems:
+                raise UnresolvedLinkError(str(master), problems) from err
+
+
+def _structure_clients() -> dict[str, Any]:
+    """Tiled's numpy clients with the Bluesky ones (entry points), arrays by EigerArrayClient."""
+    Container.discover_clients_from_entrypoints()
+    clients = dict(DEFAULT_STRUCTURE_CLIENT_DISPATCH["numpy"])
+    clients["array"] = EigerArrayClient
+    return clients
+
+
+def runs_container(root: Any, key: str = RUNS_CONTAINER) -> Any:
+    """The child ``key`` of ``root`` holding Bluesky runs, created with the right spec if new."""
+    node = root[key] if key in root else root.create_container(key, specs=[RUNS_SPEC])
+    if not any(spec.name == RUNS_SPEC.name for spec in node.specs):
+        raise CatalogError(
+            f"Tiled node {key!r} exists but lacks the {RUNS_SPEC.name} spec, so cat[-1] cannot "
+            f"work on it; give another runs container name, or re-create {key!r}"
+        )
+    return node
+
+
+@dataclass
+class Catalog:
+    """A catalog of Bluesky runs and, when embedded, the server behind it."""
+
+    runs: Any  # the CatalogOfBlueskyRuns client: cat[-1] is the latest run
+    uri: str
+    server: Any = None  # SimpleTiledServer when embedded
+    _tokens: list[tuple[RunEngine, int]] = field(default_factory=list)
+
+    def subscribe(self, RE: RunEngine) -> TiledWriter:
+        """Send every document of ``RE`` to this catalog through bluesky-tiled-plugins' TiledWriter."""
+        writer = TiledWriter(self.runs)
+        self._tokens.append((RE, RE.subscribe(writer)))
+        return writer
+
+    def unsubscribe(self, RE: RunEngine) -> None:
+        """Stop sending ``RE``'s documents here."""
+        for engine, token in [t for t in self._tokens if t[0] is RE]:
+            engine.unsubscribe(token)
+            self._tokens.remove((engine, token))
+
+    def close(self) -> None:
+        """Unsubscribe every RunEngine and stop an embedded server."""
+        for engine in {id(t[0]): t[0] for t in self._tokens}.values():
+            self.unsubscribe(engine)
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_catalog(
+    uri: str | None = None,
+    *,
+    api_key: str | None = None,
+    readable_storage: Sequence[str | Path] = (),
+    directory: str | Path | None = None,
+    runs: str = RUNS_CONTAINER,
+) -> Catalog:
+    """A catalog of runs: a remote Tiled server at ``uri``, or an embedded one when ``uri`` is None.
+
+    Embedded: ``readable_storage`` must cover the detector's read path (Tiled serves only files
+    inside it); ``directory`` keeps the catalog (a temporary one by default).
+    Remote: ``uri`` is the server (``http://host:8000``) and ``runs`` the container holding runs.
+    """
+    server = None
+    if uri is None:
+        from tiled.server import SimpleTiledServer
+
+        storage = [str(Path(p)) for p in readable_storage]
+        server = SimpleTiledServer(directory=directory, readable_storage=storage or None)
+        uri, api_key = server.uri, None
+    try:
+        root = from_uri(uri, api_key=api_key, structure_clients=_structure_clients())
+    except Exception as err:
+        if server is not None:
+            server.close()
+        raise CatalogError(f"cannot connect to Tiled at {uri}: {err}. Fix: check the URI, "
+                           "that the server runs, and the API key") from err
+    try:
+        container = runs_container(root, runs)
+    except Exception:
+        if server is not None:
+            server.close()
+        raise
+    return Catalog(runs=container, uri=uri, server=server)

@@ -1,0 +1,292 @@
+"""The EIGER2 500K as a classic ophyd area detector: an EIGER2 camera and an HDF5 plugin.
+
+Each stage writes one master file (``<uid>_000000_master.h5``) plus data files beside it, in the
+directory the write path template names; the Resource records the master by its *read* path, so
+Tiled and Bluesky open it where they mount the same directory. Stage refuses, before any
+exposure, a write path the IOC cannot use and a read path this host cannot read.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from apstools.devices import SingleTrigger_V34
+from ophyd import ADComponent as ADCpt
+from ophyd import Component as Cpt
+from ophyd import DetectorBase, EpicsSignal, EpicsSignalRO, Staged
+from ophyd.areadetector import EigerDetectorCam
+from ophyd.areadetector.base import EpicsSignalWithRBV as SignalWithRBV
+from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
+from ophyd.areadetector.plugins import HDF5Plugin, HDF5Plugin_V34
+from ophyd.areadetector.trigger_mixins import ADTriggerStatus
+from ophyd.status import DeviceStatus
+from ophyd.utils.errors import UnprimedPlugin
+
+from .layout import DATA_DATASET
+from .paths import ExpandedPaths, PathTemplates, ReadPathError, WritePathError
+
+MASTER_TEMPLATE = "%s%s_%6.6d_master.h5"  # (path, name, number), DECTRIS-style master name
+SIGNAL_TIMEOUT = 10.0  # s: every put-and-readback of a stage or unstage
+TRIGGER_MARGIN = 10.0  # s: a trigger may take this long beyond NumImages x AcquirePeriod
+READ_PATH_GRACE = 5.0  # s: a shared file system may show a new file this late on the read host
+
+
+class Eiger2Cam(EigerDetectorCam):
+    """``cam1:`` of an ADEiger IOC for an EIGER2: ophyd's Eiger camera without the records an
+    EIGER2 IOC does not serve, plus ``AcquireBusy`` and ``WaitForPlugins`` (ADCore 3.4)."""
+
+    _cam_release = "3.4"  # tells apstools' SingleTrigger_V34 to wait on AcquireBusy
+
+    link_0 = link_1 = link_2 = link_3 = None  # EIGER1 only
+    dcu_buff_free = fw_clear = None  # EIGER1 only
+    file_number_sync = file_number_write = pool_max_buffers = None  # pre-ADCore-3 records
+
+    acquire_busy = ADCpt(EpicsSignalRO, "AcquireBusy")
+    wait_for_plugins = ADCpt(EpicsSignal, "WaitForPlugins", string=True, kind="config")
+    # Enum records staged by name: read back as strings so put-and-compare matches.
+    trigger_mode = ADCpt(SignalWithRBV, "TriggerMode", string=True)
+    manual_trigger = ADCpt(SignalWithRBV, "ManualTrigger", string=True)
+    save_files = ADCpt(SignalWithRBV, "SaveFiles", string=True)
+    array_callbacks = ADCpt(SignalWithRBV, "ArrayCallbacks", string=True)
+
+
+class _LazyOpenHDF5Plugin(HDF5Plugin_V34):
+    """HDF5Plugin_V34 without its stage-time 'unprimed' check, which reads ``ArraySize`` before
+    ``LazyOpen`` is staged; ``Eiger2HDF5Plugin.stage`` checks priming once the settings are in."""
+
+    def stage(self) -> list[object]:
+        return super(HDF5Plugin, self).stage()
+
+
+class Eiger2HDF5Plugin(FileStoreHDF5IterativeWrite, _LazyOpenHDF5Plugin):
+    """``HDF1:`` writing one master/data series per stage, recorded by its read path.
+
+    ``LazyOpen`` makes the plugin take frame size and type from the first frame, so it needs no
+    priming; if the IOC does not honour it and the plugin was never primed, stage says so.
+    """
+
+    create_directory = Cpt(SignalWithRBV, "CreateDirectory", kind="config")
+
+    def __init__(self, *args: Any, create_directory_depth: int = -3, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.create_directory_depth = create_directory_depth
+        self.paths: ExpandedPaths | None = None
+        del self.stage_sigs["capture"]  # started in stage() once every check has passed
+        self.stage_sigs.pop("create_directory", None)  # put before FilePath, in make_filename()
+        self.stage_sigs.update(
+            [
+                ("enable", "Enable"),
+                ("lazy_open", "Yes"),
+                ("auto_increment", "No"),  # the name is unique per stage; the number stays 0
+                ("file_template", MASTER_TEMPLATE),
+            ]
+        )
+
+    # --- paths -----------------------------------------------------------------------------
+
+    @property
+    def templates(self) -> PathTemplates:
+        """The write (IOC) and read (Bluesky/Tiled) path templates, validated."""
+        return PathTemplates(self._write_path_template, self._read_path_template)
+
+    def make_filename(self) -> tuple[str, str, str]:
+        """Expand both templates once and check both views of the directory before any frame."""
+        name, _, _ = super().make_filename()
+        paths = self.templates.expand()
+        self.paths = paths
+        if self.file_write_mode.get(as_string=True) != "Single":
+            self.capture.set(0, timeout=SIGNAL_TIMEOUT).wait(SIGNAL_TIMEOUT)
+        # CreateDirectory acts when FilePath is written, so it goes first.
+        self.create_directory.set(self.create_directory_depth, timeout=SIGNAL_TIMEOUT).wait(
+            SIGNAL_TIMEOUT)
+        self.file_path.set(paths.write, timeout=SIGNAL_TIMEOUT).wait(SIGNAL_TIMEOUT)
+        if not self.file_path_exists.get(use_monitor=False):
+            message = self.write_message.get(as_string=True, use_monitor=False)
+            raise WritePathError(
+                f"the IOC cannot write to {paths.write!r} (write_path_template "
+                f"{self.templates.write!r}; readers would use {paths.read!r}); IOC says: "
+                f"{message or 'FilePathExists_RBV is No'}. Fix: point write_path_template at a "
+                "directory the IOC host can create and write, as the IOC host mounts it."
+            )
+        paths.check_readable()
+        return name, paths.read, paths.write
+
+    @property
+    def master_read_path(self) -> Path:
+        """The master file of the current stage, where this host and Tiled read it."""
+        if self._fn is None:
+            raise RuntimeError(f"{self.name} is not staged: no master file yet")
+        return Path(self._fn)
+
+    def wait_for_master(self, timeout: float = READ_PATH_GRACE) -> Path:
+        """Wait until the master the IOC wrote shows at the read path; else ``ReadPathError``.
+
+        A read path that exists but is a different directory from the write path passes the
+        stage checks; this catches it after the first frames, before the scan goes on.
+        """
+        path = self.master_read_path
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if time.monotonic() > deadline:
+                written = self.full_file_name.get(as_string=True, use_monitor=False)
+                raise ReadPathError(
+                    f"the IOC wrote {written!r} but {str(path)!r} does not exist here after "
+                    f"{timeout:.0f} s: read path {self.paths.read!r} is not the directory the IOC "
+                    f"writes as {self.paths.write!r}. Fix: set read_path_template to where this "
+                    "host mounts the IOC's write path."
+                )
+            time.sleep(0.05)
+        return path
+
+    # --- staging ---------------------------------------------------------------------------
+
+    def stage(self) -> list[object]:
+        staged = super().stage()
+        try:
+            self._check_primed()
+            self.capture.set(1, timeout=SIGNAL_TIMEOUT).wait(SIGNAL_TIMEOUT)
+        except Exception:
+            self.unstage()
+            raise
+        return staged
+
+    def unstage(self) -> list[object]:
+        # Ending the capture makes the IOC write the master with the real frame count.
+        self.capture.set(0, timeout=SIGNAL_TIMEOUT).wait(SIGNAL_TIMEOUT)
+        return super().unstage()
+
+    def _check_primed(self) -> None:
+        """With LazyOpen the first frame sizes the file; without it the plugin must be primed."""
+        if self.lazy_open.get(as_string=True, use_monitor=False) == "Yes":
+            return
+        if sum(self.array_size.get(use_monitor=False)) > 0:
+            return
+        raise UnprimedPlugin(
+            f"{self.name} ({self.prefix}) has never seen a frame and its LazyOpen is not 'Yes', "
+            "so it cannot size the file. Fix: let the IOC accept LazyOpen=Yes (the device sets "
+            "it), or acquire one frame with the plugin enabled before the scan."
+        )
+
+    def _generate_resource(self, resource_kwargs: dict[str, Any]) -> None:
+        # ophyd names the file with FileNumber - 1 (AutoIncrement moves it at file open); ours
+        # stays put, and with LazyOpen the file opens only at the first frame.
+        self._fn = self.file_template.get() % (self._fp, self.file_name.get(), self.file_number.get())
+        kwargs = {"dataset": DATA_DATASET}
+        if resource_kwargs.get("frame_per_point", 1) > 1:
+            # TiledWriter adds a per-point axis for frame_per_point, even for 1: only for > 1.
+            kwargs["frame_per_point"] = resource_kwargs["frame_per_point"]
+        super()._generate_resource(kwargs)
+
+    def point_shape(self) -> tuple[int, ...]:
+        """One event's image: (H, W) for one frame per point, (n, H, W) for n."""
+        cam = self.parent.cam
+        height = cam.array_size.array_size_y.get()
+        width = cam.array_size.array_size_x.get()
+        frames = self.get_frames_per_point()
+        return (height, width) if frames == 1 else (frames, height, width)
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        description = super().describe()
+        for key in self._datum_uids:
+            description[key]["shape"] = list(self.point_shape())
+            description[key]["dtype_numpy"] = self.dtype_numpy()
+        return description
+
+    def dtype_numpy(self) -> str:
+        """The frames' numpy dtype from this plugin's ``DataType_RBV`` (the camera's record is
+        disabled on EIGER2 IOCs, and the type follows the timing: UInt8/16/32)."""
+        return np.dtype(self.data_type.get(as_string=True, use_monitor=False).lower()).str
+
+
+class Eiger2Detector(SingleTrigger_V34, DetectorBase):
+    """The EIGER2 500K: ``cam1:`` and ``hdf1`` (``HDF1:``); data key ``<name>_image``.
+
+    Each trigger takes ``images_per_point`` frames (Internal Series) and completes when
+    ``AcquireBusy`` returns to Done, i.e. when the HDF5 plugin has the frames.
+    """
+
+    cam = Cpt(Eiger2Cam, "cam1:")
+    hdf1 = Cpt(Eiger2HDF5Plugin, "HDF1:", write_path_template="/", kind="normal")
+    _default_read_attrs = ("hdf1",)  # areaDetector devices read nothing by default
+
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        name: str,
+        write_path_template: str,
+        read_path_template: str | None = None,
+        images_per_point: int = 1,
+        create_directory_depth: int = -3,
+        labels: list[str] | None = None,
+    ) -> None:
+        if not isinstance(images_per_point, int) or images_per_point < 1:
+            raise ValueError(
+                f"images_per_point {images_per_point!r} must be an integer >= 1 (frames per "
+                "trigger, cam1:NumImages)"
+            )
+        super().__init__(prefix, name=name, labels=labels or ["detectors"])
+        PathTemplates(write_path_template, read_path_template)  # refuse bad templates now
+        self.hdf1.write_path_template = write_path_template
+        self.hdf1.read_path_template = read_path_template
+        self.hdf1.create_directory_depth = create_directory_depth
+        self.images_per_point = images_per_point
+        self.cam.stage_sigs.update(
+            [
+                ("trigger_mode", "Internal Series"),
+                ("manual_trigger", "Disable"),
+                ("num_triggers", 1),
+                ("num_images", images_per_point),
+                ("wait_for_plugins", "Yes"),
+                ("array_callbacks", "Enable"),
+                ("save_files", "Disable"),  # data files beside the master, relative links
+            ]
+        )
+        self._master_checked = False
+
+    def stage(self) -> list[object]:
+        self._master_checked = False
+        for device in (self, self.cam, self.hdf1):
+            for attr in device.stage_sigs:
+                signal = getattr(device, attr)
+                # ophyd waits forever for a staged value's readback unless told otherwise.
+                if getattr(signal, "_write_timeout", SIGNAL_TIMEOUT) is None:
+                    signal._write_timeout = SIGNAL_TIMEOUT
+        return super().stage()
+
+    def trigger(self) -> DeviceStatus:
+        """Start one point; done when ``AcquireBusy`` is Done, failed after a timeout."""
+        if self._staged != Staged.yes:
+            raise RuntimeError(f"{self.name} is not staged: stage it (a plan does) before trigger")
+        expected = self.images_per_point * max(self.cam.acquire_period.get(), 0.0)
+        # As SingleTrigger.trigger, but keeping our own reference: a fast acquisition can end
+        # (and clear self._status) before SingleTrigger.trigger returns it.
+        status = self._status = self._status_type(self)
+        self._acquisition_signal.put(1, wait=False)
+        self.generate_datum(self._image_name, time.time(), {})
+        watched = DeviceStatus(self, timeout=expected + TRIGGER_MARGIN)
+
+        def check_first_master() -> None:
+            try:
+                self.hdf1.wait_for_master()
+            except ReadPathError as err:
+                watched.set_exception(err)
+                return
+            self._master_checked = True
+            watched.set_finished()
+
+        def finish(done: ADTriggerStatus) -> None:
+            error = done.exception()
+            if error is not None:
+                watched.set_exception(error)
+            elif self._master_checked:
+                watched.set_finished()
+            else:  # may wait for the shared file system: not on the CA callback thread
+                threading.Thread(target=check_first_master, daemon=True).start()
+
+        status.add_callback(finish)
+        return watched

@@ -1,0 +1,108 @@
+"""Read/write path templates: one directory as the IOC host sees it and as Bluesky/Tiled see it.
+
+The IOC writes to the *write* path (its own mount of the shared file system); Bluesky records and
+Tiled opens the *read* path (the same directory on their hosts). Both are strftime templates, e.g.
+``/data/%Y/%m/%d/``, expanded at the same instant so a run never straddles two dates.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+
+class PathTemplateError(ValueError):
+    """A path template breaks a rule; the message names the template, the rule and the fix."""
+
+
+class WritePathError(OSError):
+    """The IOC cannot write where the write path template points."""
+
+
+class ReadPathError(OSError):
+    """The read path is missing or unreadable here, or does not show what the IOC wrote."""
+
+
+def _check_template(kind: str, template: str) -> None:
+    if not isinstance(template, str) or not template.strip():
+        raise PathTemplateError(
+            f"{kind}_path_template {template!r} is empty: give the directory as an absolute "
+            "path, e.g. '/data/%Y/%m/%d/'"
+        )
+    if not posixpath.isabs(template):
+        raise PathTemplateError(
+            f"{kind}_path_template {template!r} is not absolute: the IOC and the readers resolve "
+            "relative paths against different working directories; start it with '/'"
+        )
+    try:
+        datetime(2000, 1, 1).strftime(template)
+    except ValueError as err:
+        raise PathTemplateError(
+            f"{kind}_path_template {template!r} is not a valid strftime template ({err}); "
+            "use codes such as %Y %m %d, and write a literal % as %%"
+        ) from err
+
+
+def with_separator(path: str) -> str:
+    """``path`` with exactly one trailing ``/``, as areaDetector's ``FilePath_RBV`` shows it."""
+    return path.rstrip("/") + "/"
+
+
+@dataclass(frozen=True)
+class ExpandedPaths:
+    """One directory at one instant: where the IOC writes it and where readers find it."""
+
+    write: str  # with trailing separator, as put to FilePath
+    read: str  # with trailing separator, as recorded for Bluesky and Tiled
+
+    def to_read_path(self, written: str) -> str:
+        """A file path the IOC reported (under ``write``) as readers see it (under ``read``)."""
+        if not written.startswith(self.write):
+            raise ReadPathError(
+                f"the IOC reported {written!r}, outside the write path {self.write!r}: another "
+                "client changed the file plugin's FilePath; stage the detector again"
+            )
+        return self.read + written[len(self.write):]
+
+    def check_readable(self) -> None:
+        """Raise ``ReadPathError`` unless the read directory exists and is readable here."""
+        path = Path(self.read)
+        problem = None
+        if not path.exists():
+            problem = "does not exist here"
+        elif not path.is_dir():
+            problem = "is not a directory"
+        elif not os.access(path, os.R_OK | os.X_OK):
+            problem = "is not readable by this user"
+        if problem:
+            raise ReadPathError(
+                f"read path {self.read!r} {problem}, while the IOC writes to {self.write!r}. "
+                "Fix: set read_path_template to the directory where this host (and the Tiled "
+                "server) mounts the IOC's write path, or mount it there."
+            )
+
+
+@dataclass(frozen=True)
+class PathTemplates:
+    """The write template (IOC's view) and read template (Bluesky/Tiled view) of one directory.
+
+    Without a read template the two views are the same path (IOC and readers share a mount).
+    """
+
+    write: str
+    read: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_template("write", self.write)
+        if self.read is not None:
+            _check_template("read", self.read)
+
+    def expand(self, when: datetime | None = None) -> ExpandedPaths:
+        """Both templates expanded for ``when`` (default now), each with a trailing ``/``."""
+        when = when or datetime.now()
+        write = with_separator(when.strftime(self.write))
+        read = write if self.read is None else with_separator(when.strftime(self.read))
+        return ExpandedPaths(write=write, read=read)

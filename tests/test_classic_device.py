@@ -1,0 +1,133 @@
+"""The classic-ophyd EIGER2 from a devices file, against the simulator process over CA, through
+the real TiledWriter into an embedded Tiled server: the seed workflow and its failure cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bluesky.plans as bp
+import h5py
+import hdf5plugin  # noqa: F401
+import numpy as np
+import pytest
+import yaml
+from bluesky.utils import FailedStatus
+
+from helpers import Sim, expected_frames
+from id3c_eiger.catalog import UnresolvedLinkError, master_files
+from id3c_eiger.config import load_devices
+from id3c_eiger.layout import DATA_DATASET
+from id3c_eiger.paths import ReadPathError, WritePathError
+
+
+def make_eiger2(tmp_path: Path, sim: Sim, write: str, read: str | None = None, **extra):
+    """The ``eiger2`` of a devices file written the way configs/devices.yml is, loaded by guarneri."""
+    entry = {"name": "eiger2", "prefix": sim.prefix, "write_path_template": write, **extra}
+    if read is not None:
+        entry["read_path_template"] = read
+    path = tmp_path / "devices.yml"
+    path.write_text(yaml.safe_dump({"id3c_eiger.devices.Eiger2Detector": [entry]}))
+    return load_devices(path).devices["eiger2"]
+
+
+def master_frames(master: Path) -> np.ndarray:
+    with h5py.File(master, "r", swmr=True) as f:
+        return f[DATA_DATASET][()]
+
+
+def test_one_point_reads_back_as_one_frame(tmp_path, sim, RE, catalog) -> None:
+    eiger2 = make_eiger2(tmp_path, sim, f"{sim.directory}/run1/")
+    RE(bp.count([eiger2], num=1))
+    run = catalog.runs[-1]
+    assert "eiger2_image" in list(run.primary)
+    assert run.primary["eiger2_image"].shape == (1, 512, 1028)
+
+
+def test_ten_points_are_lazy_typed_and_equal_to_the_files(tmp_path, sim, RE, catalog) -> None:
+    eiger2 = make_eiger2(tmp_path, sim, f"{sim.directory}/%Y/%m/%d")
+    RE(bp.count([eiger2], num=10))
+    images = catalog.runs[-1].primary["eiger2_image"]
+    assert images.shape == (10, 512, 1028)
+    assert images.dtype == np.dtype(sim.text("HDF1:DataType_RBV").lower())
+    (master,) = master_files(images)
+    assert master.parent == Path(eiger2.hdf1.paths.read)
+    assert master.name.endswith("_master.h5")
+    on_disk = master_frames(master)
+    assert on_disk.shape == (10, 512, 1028)
+    first = images[0]
+    assert first.shape == (512, 1028)
+    np.testing.assert_array_equal(first, on_disk[0])
+    np.testing.assert_array_equal(first, expected_frames(master, range(1))[0])
+    np.testing.assert_array_equal(images[9], expected_frames(master, range(9, 10))[0])
+
+
+def test_several_frames_per_point_add_an_axis(tmp_path, sim, RE, catalog) -> None:
+    eiger2 = make_eiger2(tmp_path, sim, f"{sim.directory}/multi", images_per_point=5)
+    RE(bp.count([eiger2], num=3))
+    images = catalog.runs[-1].primary["eiger2_image"]
+    assert images.shape == (3, 5, 512, 1028)
+    (master,) = master_files(images)
+    on_disk = master_frames(master)
+    assert on_disk.shape == (15, 512, 1028)
+    np.testing.assert_array_equal(images[2], on_disk[10:15])
+    np.testing.assert_array_equal(images[1, 3], expected_frames(master, range(8, 9))[0])
+
+
+def test_readers_use_their_own_path_to_the_iocs_directory(tmp_path, sim, RE, catalog,
+                                                          data_root, alias_root) -> None:
+    relative = sim.directory.relative_to(data_root)
+    eiger2 = make_eiger2(tmp_path, sim, f"{sim.directory}/%Y", f"{alias_root / relative}/%Y")
+    RE(bp.count([eiger2], num=2))
+    images = catalog.runs[-1].primary["eiger2_image"]
+    (master,) = master_files(images)
+    assert str(master).startswith(str(alias_root))  # recorded by the read path
+    assert sim.text("HDF1:FullFileName_RBV").startswith(str(sim.directory))  # written by W
+    np.testing.assert_array_equal(images[1], master_frames(master)[1])
+
+
+def test_read_path_missing_here_fails_at_stage_before_exposure(tmp_path, sim, RE) -> None:
+    before = sim.get("cam1:ArrayCounter_RBV")
+    eiger2 = make_eiger2(tmp_path, sim, f"{sim.directory}/w", "/nonexistent/reader/mount/")
+    with pytest.raises(ReadPathError) as err:
+        RE(bp.count([eiger2], num=1))
+    message = str(err.value)
+    assert "/nonexistent/reader/mount/" in message and f"{sim.directory}/w/" in message
+    assert "read_path_template" in message
+    assert sim.get("cam1:ArrayCounter_RBV") == before  # no exposure
+    assert sim.text("HDF1:Capture_RBV") == "Done"
+
+
+def test_read_path_of_another_directory_fails_after_the_first_point(tmp_path, sim, RE) -> None:
+    elsewhere = tmp_path / "not-the-iocs-directory"
+    elsewhere.mkdir()
+    eiger2 = make_eiger2(tmp_path, sim, f"{sim.directory}/w2", str(elsewhere))
+    with pytest.raises(FailedStatus) as err:  # bluesky's wrapper of a failed trigger
+        RE(bp.count([eiger2], num=5))
+    cause = err.value.__cause__
+    assert isinstance(cause, ReadPathError)
+    assert str(elsewhere) in str(cause) and f"{sim.directory}/w2/" in str(cause)
+    assert sim.get("cam1:ArrayCounter_RBV") == 1  # stopped after the first point
+
+
+def test_write_path_the_ioc_refuses_fails_at_stage(tmp_path, sim, RE) -> None:
+    before = sim.get("cam1:ArrayCounter_RBV")
+    eiger2 = make_eiger2(tmp_path, sim, "/outside/every/data/root/", str(sim.directory))
+    with pytest.raises(WritePathError) as err:
+        RE(bp.count([eiger2], num=1))
+    message = str(err.value)
+    assert "/outside/every/data/root/" in message and str(sim.directory) in message
+    assert "write_path_template" in message
+    assert sim.get("cam1:ArrayCounter_RBV") == before
+
+
+def test_missing_data_file_is_named_at_read_time(tmp_path, sim, RE, catalog) -> None:
+    eiger2 = make_eiger2(tmp_path, sim, f"{sim.directory}/broken")
+    RE(bp.count([eiger2], num=2))
+    images = catalog.runs[-1].primary["eiger2_image"]
+    (master,) = master_files(images)
+    data_file = master.with_name(master.name.replace("_master.h5", "_data_000001.h5"))
+    data_file.unlink()
+    with pytest.raises(UnresolvedLinkError) as err:
+        images[0]
+    message = str(err.value)
+    assert str(master) in message and "/entry/data/data" in message and data_file.name in message

@@ -1,0 +1,92 @@
+"""configs/devices.yml and the loader: the shipped file, its apstools equivalent, bad entries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from id3c_eiger.config import DEFAULT_DEVICES_FILE, DevicesFileError, check_devices_file, load_devices
+from id3c_eiger.devices import Eiger2Detector
+from id3c_eiger.paths import PathTemplateError, PathTemplates
+
+
+def write(tmp_path: Path, content: object) -> Path:
+    path = tmp_path / "devices.yml"
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def test_shipped_file_targets_the_simulator_and_loads_with_guarneri(sim, tmp_path) -> None:
+    entries = check_devices_file(DEFAULT_DEVICES_FILE)
+    (entry,) = entries["id3c_eiger.devices.Eiger2Detector"]
+    assert entry["prefix"] == "3idcEIG2:" and "FIXME" not in DEFAULT_DEVICES_FILE.read_text()
+    # The same entry, pointed at the test simulator, is built and connected by guarneri.
+    entry = {**entry, "prefix": sim.prefix, "write_path_template": str(sim.directory),
+             "read_path_template": str(sim.directory)}
+    instrument = load_devices(write(tmp_path, {"id3c_eiger.devices.Eiger2Detector": [entry]}))
+    eiger2 = instrument.devices["eiger2"]
+    assert isinstance(eiger2, Eiger2Detector) and eiger2.connected
+    assert eiger2.cam.model.get() == "EIGER2 Si 500K"
+
+
+def test_apstools_ad_creator_entry_builds_the_same_parts(sim, tmp_path) -> None:
+    """The README's ad_creator form of the entry: our camera and plugin classes, same templates."""
+    entry = {
+        "name": "eiger2", "prefix": sim.prefix, "labels": ["detectors"],
+        "plugins": [
+            {"cam": {"class": "id3c_eiger.devices.Eiger2Cam"}},
+            {"hdf1": {"class": "id3c_eiger.devices.Eiger2HDF5Plugin",
+                      "write_path_template": str(sim.directory), "kind": "normal"}},
+        ],
+    }
+    instrument = load_devices(write(tmp_path, {"apstools.devices.ad_creator": [entry]}))
+    eiger2 = instrument.devices["eiger2"]
+    assert eiger2.connected and eiger2.hdf1.templates.expand().write == f"{sim.directory}/"
+    assert eiger2._acquisition_busy_signal is eiger2.cam.acquire_busy  # waits on AcquireBusy
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"name": "eiger2", "prefix": "X:", "write_path_template": "/d/", "write_path": "/d/"},
+         "entry 1 (name 'eiger2'): unknown key 'write_path'"),
+        ({"name": "eiger2", "prefix": "X:", "write_path_template": "/d/", "images_per_point": "5"},
+         "entry 1 (name 'eiger2'): key 'images_per_point' is '5' (str), expected int"),
+        ({"name": "eiger2", "prefix": 7, "write_path_template": "/d/"},
+         "key 'prefix' is 7 (int), expected str"),
+        ({"name": "eiger2", "prefix": "X:"}, "missing required key(s) write_path_template"),
+    ],
+)
+def test_bad_entries_name_file_entry_and_key(tmp_path, entry, expected) -> None:
+    path = write(tmp_path, {"id3c_eiger.devices.Eiger2Detector": [entry]})
+    with pytest.raises(DevicesFileError) as err:
+        load_devices(path, connect=False)
+    assert str(path) in str(err.value) and expected in str(err.value)
+
+
+def test_unimportable_class_and_bad_shapes_are_named(tmp_path) -> None:
+    path = write(tmp_path, {"id3c_eiger.devices.Eiger3Detector": [{"name": "x"}]})
+    with pytest.raises(DevicesFileError, match=r"cannot import 'id3c_eiger\.devices\.Eiger3Detector'"):
+        check_devices_file(path)
+    path = write(tmp_path, {"id3c_eiger.devices.Eiger2Detector": {"name": "x"}})
+    with pytest.raises(DevicesFileError, match="must be a list of entries"):
+        check_devices_file(path)
+
+
+def test_bad_path_templates_are_refused_with_the_rule() -> None:
+    with pytest.raises(PathTemplateError, match="not absolute"):
+        PathTemplates("data/%Y")
+    with pytest.raises(PathTemplateError, match="empty"):
+        PathTemplates("/data/", "  ")
+
+
+def test_templates_expand_once_with_one_trailing_separator() -> None:
+    when = datetime(2026, 11, 24, 23, 59, 59)
+    paths = PathTemplates("/ioc/data/%Y/%m/%d", "/mnt/eiger//%Y/%m/%d/").expand(when)
+    assert (paths.write, paths.read) == ("/ioc/data/2026/11/24/", "/mnt/eiger//2026/11/24/")
+    assert paths.to_read_path("/ioc/data/2026/11/24/a_master.h5") == "/mnt/eiger//2026/11/24/a_master.h5"
+    same = PathTemplates("/ioc/data/").expand(when)
+    assert same.read == same.write == "/ioc/data/"
