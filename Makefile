@@ -27,6 +27,7 @@ test: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulator.py
+	$(BIN)/python benchmarks/bench_classic_device.py
 
 clean:
 	rm -rf $(VENV)

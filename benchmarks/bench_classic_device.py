@@ -1,0 +1,125 @@
+"""The classic EIGER2 device through Tiled: per-point overhead and the cost of reading frame 0.
+
+Prints, all measured in this run against the simulator process and one embedded Tiled server:
+* ``bp.count(num=100)`` with 1 ms exposures: wall time / 100 minus the exposure, for the classic
+  device and for ophyd-async's ``SimBlobDetector`` writing through the same TiledWriter;
+* frame 0 read through Tiled from a 10,000-frame run and from a 10-frame run, and an h5py read of
+  the same chunk (median of repeats), with the two ratios the goals are set on.
+
+Run with ``python benchmarks/bench_classic_device.py`` (``make benchmark`` runs every benchmark).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import Sim, free_port, start_ioc
+
+PORT = free_port()
+os.environ["EPICS_CA_ADDR_LIST"] = f"127.0.0.1:{PORT}"
+os.environ["EPICS_CA_AUTO_ADDR_LIST"] = "NO"
+
+import bluesky.plans as bp  # noqa: E402
+import h5py  # noqa: E402
+import hdf5plugin  # noqa: E402, F401
+import ophyd  # noqa: E402, F401  (before any pyepics PV)
+from bluesky import RunEngine  # noqa: E402
+
+from id3c_eiger.catalog import master_files, open_catalog  # noqa: E402
+from id3c_eiger.devices import Eiger2Detector  # noqa: E402
+from id3c_eiger.layout import DATA_DATASET  # noqa: E402
+
+EXPOSURE = 0.001
+POINTS = 100
+REPEATS = 15
+
+
+def per_point_overhead(RE: RunEngine, detector: object) -> float:
+    """Seconds per point beyond the exposure for count(num=POINTS), staging included."""
+    start = time.perf_counter()
+    RE(bp.count([detector], num=POINTS))
+    return (time.perf_counter() - start) / POINTS - EXPOSURE
+
+
+def median_seconds(read: object) -> float:
+    read()  # warm: connections, file handles
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        read()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def blob_detector(directory: Path) -> object:
+    """ophyd-async's SimBlobDetector writing HDF5 into ``directory``, connected."""
+    from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider, init_devices
+    from ophyd_async.sim import SimBlobDetector
+
+    directory.mkdir(parents=True, exist_ok=True)
+    provider = StaticPathProvider(UUIDFilenameProvider(), directory)
+    with init_devices():
+        blob = SimBlobDetector(provider, name="blob")
+    return blob
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ioc = start_ioc("BENCH:", PORT, [root])
+        try:
+            sim = Sim("BENCH:")
+            sim.put("cam1:AcquireTime", EXPOSURE)
+            sim.put("cam1:AcquirePeriod", EXPOSURE + 0.0001)
+            sim.put("HDF1:Compression", "BSLZ4")
+            with open_catalog(readable_storage=[root]) as catalog:
+                RE = RunEngine({})
+                catalog.subscribe(RE)
+                eiger2 = Eiger2Detector("BENCH:", name="eiger2", write_path_template=str(root / "c"))
+                eiger2.wait_for_connection(timeout=10)
+                blob = blob_detector(root / "blob")
+                classic = per_point_overhead(RE, eiger2)
+                blob_overhead = per_point_overhead(RE, blob)
+                print(f"count(num={POINTS}), {EXPOSURE * 1e3:.0f} ms exposures, per-point overhead:")
+                print(f"  classic EIGER2 device : {classic * 1e3:7.1f} ms   (goal < 20 ms)")
+                print(f"  ophyd-async SimBlob   : {blob_overhead * 1e3:7.1f} ms   "
+                      f"(classic / SimBlob = {classic / blob_overhead:.2f}, goal < 1)")
+
+                RE(bp.count([eiger2], num=10))
+                small = catalog.runs[-1].primary["eiger2_image"]
+                sim.put("cam1:AcquirePeriod", 0.00045)
+                big_device = Eiger2Detector("BENCH:", name="eiger2", images_per_point=1000,
+                                            write_path_template=str(root / "big"))
+                big_device.wait_for_connection(timeout=10)
+                RE(bp.count([big_device], num=10))
+                big = catalog.runs[-1].primary["eiger2_image"]
+                assert big.shape == (10, 1000, 512, 1028), big.shape
+                (master,) = master_files(big)
+                with h5py.File(master, "r", swmr=True) as f:
+                    n_frames = f[DATA_DATASET].shape[0]
+
+                def h5py_read() -> None:
+                    with h5py.File(master, "r", swmr=True) as f:
+                        f[DATA_DATASET][0]
+
+                t_small = median_seconds(lambda: small[0])
+                t_big = median_seconds(lambda: big[0, 0])
+                t_h5 = median_seconds(h5py_read)
+                print(f"frame 0, median of {REPEATS} reads:")
+                print(f"  Tiled, 10-frame run     : {t_small * 1e3:7.2f} ms")
+                print(f"  Tiled, {n_frames}-frame run : {t_big * 1e3:7.2f} ms   "
+                      f"(/ 10-frame = {t_big / t_small:.2f}, goal <= 1.5)")
+                print(f"  h5py, same chunk        : {t_h5 * 1e3:7.2f} ms   "
+                      f"(Tiled 10,000 / h5py = {t_big / t_h5:.2f}, goal <= 5)")
+        finally:
+            ioc.stop()
+
+
+if __name__ == "__main__":
+    main()
