@@ -8,7 +8,6 @@ runs live in a container with the ``CatalogOfBlueskyRuns`` spec.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,8 +24,6 @@ from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH, Container
 from tiled.structures.core import Spec
 
 from .layout import DATA_DATASET, LinkProblem, unresolved_links
-
-log = logging.getLogger(__name__)
 
 RUNS_CONTAINER = "runs"  # where the embedded server keeps Bluesky runs
 RUNS_SPEC = Spec("CatalogOfBlueskyRuns", version="3.0")
@@ -71,9 +68,9 @@ class EigerArrayClient(ArrayClient):
     def read(self, slice: Any = None) -> Any:
         try:
             return super().read(slice)
+        except (IndexError, TypeError, ValueError):
+            raise  # a bad slice: the user's, not the files'
         except Exception as err:
-            if isinstance(err, (IndexError, TypeError, ValueError)):
-                raise
             self._raise_if_unresolved(err)
             raise
 
@@ -89,8 +86,8 @@ class EigerArrayClient(ArrayClient):
             try:
                 problems = unresolved_links(master, DATA_DATASET)
             except OSError as open_err:
-                raise UnresolvedLinkError(str(master), [LinkProblem(
-                    str(master), "(master file)", f"cannot open here: {open_err}")]) from err
+                problem = LinkProblem("(master file)", str(master), f"cannot open here: {open_err}")
+                raise UnresolvedLinkError(str(master), [problem]) from err
             if problems:
                 raise UnresolvedLinkError(str(master), problems) from err
 
@@ -137,8 +134,9 @@ class Catalog:
 
     def close(self) -> None:
         """Unsubscribe every RunEngine and stop an embedded server."""
-        for engine in {id(t[0]): t[0] for t in self._tokens}.values():
-            self.unsubscribe(engine)
+        for engine, token in self._tokens:
+            engine.unsubscribe(token)
+        self._tokens.clear()
         if self.server is not None:
             self.server.close()
             self.server = None
@@ -172,16 +170,13 @@ def open_catalog(
         server = SimpleTiledServer(directory=directory, readable_storage=storage or None)
         uri, api_key = server.uri, None
     try:
-        root = from_uri(uri, api_key=api_key, structure_clients=_structure_clients())
-    except Exception as err:
-        if server is not None:
-            server.close()
-        raise CatalogError(f"cannot connect to Tiled at {uri}: {err}. Fix: check the URI, "
-                           "that the server runs, and the API key") from err
-    try:
-        container = runs_container(root, runs)
+        try:
+            root = from_uri(uri, api_key=api_key, structure_clients=_structure_clients())
+        except Exception as err:
+            raise CatalogError(f"cannot connect to Tiled at {uri}: {err}. Fix: check the URI, "
+                               "that the server runs, and the API key") from err
+        return Catalog(runs=runs_container(root, runs), uri=uri, server=server)
     except Exception:
         if server is not None:
             server.close()
         raise
-    return Catalog(runs=container, uri=uri, server=server)

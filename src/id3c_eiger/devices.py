@@ -247,6 +247,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
             ]
         )
         self._master_checked = False
+        self._trigger_timeout = TRIGGER_MARGIN
 
     def stage(self) -> list[object]:
         self._master_checked = False
@@ -256,19 +257,22 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 # ophyd waits forever for a staged value's readback unless told otherwise.
                 if getattr(signal, "_write_timeout", SIGNAL_TIMEOUT) is None:
                     signal._write_timeout = SIGNAL_TIMEOUT
-        return super().stage()
+        staged = super().stage()
+        # Read once here, not at every point: the exposure settings do not change mid-scan.
+        period = max(self.cam.acquire_period.get(), 0.0)
+        self._trigger_timeout = self.images_per_point * period + TRIGGER_MARGIN
+        return staged
 
     def trigger(self) -> DeviceStatus:
         """Start one point; done when ``AcquireBusy`` is Done, failed after a timeout."""
         if self._staged != Staged.yes:
             raise RuntimeError(f"{self.name} is not staged: stage it (a plan does) before trigger")
-        expected = self.images_per_point * max(self.cam.acquire_period.get(), 0.0)
         # As SingleTrigger.trigger, but keeping our own reference: a fast acquisition can end
         # (and clear self._status) before SingleTrigger.trigger returns it.
         status = self._status = self._status_type(self)
         self._acquisition_signal.put(1, wait=False)
         self.generate_datum(self._image_name, time.time(), {})
-        watched = DeviceStatus(self, timeout=expected + TRIGGER_MARGIN)
+        watched = DeviceStatus(self, timeout=self._trigger_timeout)
 
         def check_first_master() -> None:
             try:

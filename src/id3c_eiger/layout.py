@@ -312,23 +312,20 @@ def unresolved_links(master_path: str | os.PathLike[str], dataset: str = DATA_DA
     """Every link (external link or VDS source) of the master's frame data that does not
     resolve here; empty when all frames are reachable. Raises OSError if the master won't open."""
     master_path = Path(master_path)
-    problems: list[LinkProblem] = []
+    problems: list[LinkProblem | None] = []
     with h5py.File(master_path, "r", swmr=True) as master:
-        group = master.get(DATA_GROUP)
-        members = data_members(master) if group is not None else []
+        members = data_members(master)
         if not members:
             return [LinkProblem(dataset, "", f"{master_path} has no {DATA_GROUP}/data* member")]
         for name in members:
             link_path = f"{DATA_GROUP}/{name}"
             link = master.get(link_path, getlink=True)
             if isinstance(link, h5py.ExternalLink):
-                problem = _check_target(master_path, link_path, link.filename, link.path)
-                problems += [problem] if problem else []
+                problems.append(_check_target(master_path, link_path, link.filename, link.path))
             elif isinstance(link, h5py.HardLink) and master[link_path].is_virtual:
-                for source in master[link_path].virtual_sources():
-                    if source.file_name == ".":
-                        continue
-                    problem = _check_target(master_path, link_path, source.file_name,
-                                            source.dset_name)
-                    problems += [problem] if problem else []
-    return problems
+                problems += [
+                    _check_target(master_path, link_path, source.file_name, source.dset_name)
+                    for source in master[link_path].virtual_sources()
+                    if source.file_name != "."  # a source in the master itself
+                ]
+    return [problem for problem in problems if problem is not None]

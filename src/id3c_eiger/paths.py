@@ -58,15 +58,6 @@ class ExpandedPaths:
     write: str  # with trailing separator, as put to FilePath
     read: str  # with trailing separator, as recorded for Bluesky and Tiled
 
-    def to_read_path(self, written: str) -> str:
-        """A file path the IOC reported (under ``write``) as readers see it (under ``read``)."""
-        if not written.startswith(self.write):
-            raise ReadPathError(
-                f"the IOC reported {written!r}, outside the write path {self.write!r}: another "
-                "client changed the file plugin's FilePath; stage the detector again"
-            )
-        return self.read + written[len(self.write):]
-
     def check_readable(self) -> None:
         """Raise ``ReadPathError`` unless the read directory exists and is readable here."""
         path = Path(self.read)
