@@ -16,13 +16,17 @@ from typing import Any
 import h5py
 import hdf5plugin  # noqa: F401  (registers the compression filters for h5py)
 import numpy as np
+import yaml
 
+from id3c_eiger.config import load_devices
 from id3c_eiger.geometry import EIGER2_500K
-from id3c_eiger.layout import read_metadata
+from id3c_eiger.layout import DATA_DATASET, read_metadata
 from id3c_eiger_sim.frames import FrameGenerator, FrameSettings
 
 IOC_START_TIMEOUT = 60.0
 SEED = 0
+CLASSIC = "id3c_eiger.devices.Eiger2Detector"
+ASYNC = "id3c_eiger.async_devices.Eiger2Detector"
 
 
 class CATimeout(Exception):
@@ -200,3 +204,21 @@ def expected_frames(master: Path, indices: range) -> np.ndarray:
     generator = FrameGenerator(EIGER2_500K, SEED)
     settings = frame_settings(master)
     return np.stack([generator.frame(i, settings) for i in indices])
+
+
+def load_eiger2(flavour: str, tmp_path: Path, sim: Sim, write: str, read: str | None = None,
+                **extra: Any) -> Any:
+    """The ``eiger2`` of a devices file written as configs/devices.yml is (class ``flavour``),
+    loaded and connected by guarneri."""
+    entry = {"name": "eiger2", "prefix": sim.prefix, "write_path_template": write, **extra}
+    if read is not None:
+        entry["read_path_template"] = read
+    path = tmp_path / "devices.yml"
+    path.write_text(yaml.safe_dump({flavour: [entry]}))
+    return load_devices(path).devices["eiger2"]
+
+
+def master_frames(master: Path) -> np.ndarray:
+    """Every frame a master file reaches, read with h5py."""
+    with h5py.File(master, "r", swmr=True) as f:
+        return f[DATA_DATASET][()]

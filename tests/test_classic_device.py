@@ -6,33 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import bluesky.plans as bp
-import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
-import yaml
 from bluesky.utils import FailedStatus
 
-from helpers import Sim, expected_frames
+from helpers import CLASSIC, Sim, expected_frames, load_eiger2, master_frames
 from id3c_eiger.catalog import UnresolvedLinkError, master_files
-from id3c_eiger.config import load_devices
-from id3c_eiger.layout import DATA_DATASET
 from id3c_eiger.paths import ReadPathError, WritePathError
 
 
 def make_eiger2(tmp_path: Path, sim: Sim, write: str, read: str | None = None, **extra):
-    """The ``eiger2`` of a devices file written the way configs/devices.yml is, loaded by guarneri."""
-    entry = {"name": "eiger2", "prefix": sim.prefix, "write_path_template": write, **extra}
-    if read is not None:
-        entry["read_path_template"] = read
-    path = tmp_path / "devices.yml"
-    path.write_text(yaml.safe_dump({"id3c_eiger.devices.Eiger2Detector": [entry]}))
-    return load_devices(path).devices["eiger2"]
-
-
-def master_frames(master: Path) -> np.ndarray:
-    with h5py.File(master, "r", swmr=True) as f:
-        return f[DATA_DATASET][()]
+    """The classic ``eiger2`` of a devices file, loaded by guarneri."""
+    return load_eiger2(CLASSIC, tmp_path, sim, write, read, **extra)
 
 
 def test_one_point_reads_back_as_one_frame(tmp_path, sim, RE, catalog) -> None:

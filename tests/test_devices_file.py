@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bluesky.run_engine import (
+    call_in_bluesky_event_loop,
+    get_bluesky_event_loop,
+    set_bluesky_event_loop,
+)
 
+from helpers import ASYNC, CLASSIC
+from id3c_eiger.async_devices import Eiger2Detector as AsyncEiger2Detector
 from id3c_eiger.config import DEFAULT_DEVICES_FILE, DevicesFileError, check_devices_file, load_devices
 from id3c_eiger.devices import Eiger2Detector
 from id3c_eiger.paths import PathTemplateError, PathTemplates
@@ -19,17 +26,39 @@ def write(tmp_path: Path, content: object) -> Path:
     return path
 
 
-def test_shipped_file_targets_the_simulator_and_loads_with_guarneri(sim, tmp_path) -> None:
+def test_shipped_file_declares_both_flavours_and_loads_with_guarneri(sim, tmp_path, RE) -> None:
     entries = check_devices_file(DEFAULT_DEVICES_FILE)
-    (entry,) = entries["id3c_eiger.devices.Eiger2Detector"]
-    assert entry["prefix"] == "3idcEIG2:" and "FIXME" not in DEFAULT_DEVICES_FILE.read_text()
-    # The same entry, pointed at the test simulator, is built and connected by guarneri.
-    entry = {**entry, "prefix": sim.prefix, "write_path_template": str(sim.directory),
-             "read_path_template": str(sim.directory)}
-    instrument = load_devices(write(tmp_path, {"id3c_eiger.devices.Eiger2Detector": [entry]}))
+    (classic,) = entries[CLASSIC]
+    (modern,) = entries[ASYNC]
+    assert classic["prefix"] == "3idcEIG2:" and "FIXME" not in DEFAULT_DEVICES_FILE.read_text()
+    assert classic["name"] == "eiger2" and modern["name"] == "eiger2_async"
+    assert {k: v for k, v in modern.items() if k != "name"} == {
+        k: v for k, v in classic.items() if k != "name"}  # the same settings, one YAML anchor
+    # The same entries, pointed at the test simulator, are built and connected by guarneri.
+    here = {"prefix": sim.prefix, "write_path_template": str(sim.directory),
+            "read_path_template": str(sim.directory)}
+    instrument = load_devices(write(tmp_path, {CLASSIC: [{**classic, **here}],
+                                               ASYNC: [{**modern, **here}]}))
     eiger2 = instrument.devices["eiger2"]
     assert isinstance(eiger2, Eiger2Detector) and eiger2.connected
     assert eiger2.cam.model.get() == "EIGER2 Si 500K"
+    eiger2_async = instrument.devices["eiger2_async"]
+    assert isinstance(eiger2_async, AsyncEiger2Detector)
+    model = call_in_bluesky_event_loop(eiger2_async.driver.model.get_value(), timeout=5)
+    assert model == "EIGER2 Si 500K"  # connected in the RunEngine's loop
+    assert set(instrument.devices.findall(label="detectors")) == {eiger2, eiger2_async}
+
+
+def test_loading_async_devices_without_a_run_engine_says_what_to_do(tmp_path) -> None:
+    path = write(tmp_path, {ASYNC: [{"name": "eiger2", "prefix": "NOWHERE:",
+                                     "write_path_template": "/tmp/"}]})
+    saved = get_bluesky_event_loop()
+    set_bluesky_event_loop(None)
+    try:
+        with pytest.raises(RuntimeError, match="create the RunEngine, then load"):
+            load_devices(path)
+    finally:
+        set_bluesky_event_loop(saved)
 
 
 def test_apstools_ad_creator_entry_builds_the_same_parts(sim, tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import h5py
@@ -10,8 +11,15 @@ import hdf5plugin
 import numpy as np
 import pytest
 
-from id3c_eiger.geometry import EIGER2_500K, EIGER_500K, MASK_GAP, model_by_key
-from id3c_eiger.layout import DATA_DATASET, MasterLayout, data_file_name, plan_parts, series_stem
+from id3c_eiger.geometry import EIGER2_500K, EIGER_500K, MASK_GAP, TimingError, model_by_key
+from id3c_eiger.layout import (
+    DATA_DATASET,
+    MasterLayout,
+    check_compression,
+    data_file_name,
+    plan_parts,
+    series_stem,
+)
 from id3c_eiger_sim.engine import AcquisitionEngine, AcquisitionPlan, TriggerMode
 from id3c_eiger_sim.frames import POOL_SIZE, FrameGenerator, FrameSettings, build_pool
 from id3c_eiger_sim.roots import DataRoots, PathRefused, expand_template
@@ -63,6 +71,7 @@ def test_roots_confine_and_create_by_depth(tmp_path: Path) -> None:
     assert roots.prepare_directory(str(target), depth) == target
     assert roots.exists(str(target)) and not roots.exists("/etc")
     assert expand_template("%s%s_%6.6d.h5", "/d/", "x", 3) == "/d/x_000003.h5"
+    assert expand_template("%s%s.h5", "/d/", "x", 3) == "/d/x.h5"  # C ignores the number
 
 
 def test_frames_are_deterministic_and_pool_chunks_decode_to_them() -> None:
@@ -124,3 +133,26 @@ def test_engine_waits_for_each_external_trigger_and_stops_continuous() -> None:
     assert produced > 2 and plan.total_frames is None
     internal = AcquisitionPlan(TriggerMode.INTERNAL_SERIES, 1, 1, 0.1, 0.1, False)
     assert not internal.waits_for_triggers
+
+
+def test_frame_period_names_each_limit_it_refuses() -> None:
+    model = EIGER2_500K
+    assert model.frame_period(0.000447) == pytest.approx(0.00045)  # fastest 16-bit
+    assert model.frame_period(0.001, 0.0005) == pytest.approx(0.0015)
+    assert model.frame_period(0.0003, allow_8bit=True) == pytest.approx(0.000303)
+    for args, kwargs, named in [
+        ((0.0003,), {}, "0.45 ms (2222 Hz)"),
+        ((0.0001,), {"allow_8bit": True}, "0.2222 ms (4500 Hz)"),
+        ((0.0,), {}, "must be > 0"),
+        ((-1.0,), {}, "must be > 0"),
+        ((0.001, 1e-7), {}, "dead time"),
+        ((7200.0,), {}, "3600 s"),
+    ]:
+        with pytest.raises(TimingError, match=re.escape(named)):
+            model.frame_period(*args, **kwargs)
+
+
+def test_compression_must_be_a_plugin_choice() -> None:
+    assert check_compression("BSLZ4") == "BSLZ4"
+    with pytest.raises(ValueError, match=r"'bslz4' is not an HDF1:Compression choice.*BSLZ4"):
+        check_compression("bslz4")

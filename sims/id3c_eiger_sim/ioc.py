@@ -371,6 +371,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         finally:
             self._engine = None
             await self._update_counters(engine.produced, force=True)
+            await self.ioc.hdf.flush_counters()  # the last frames' NumCaptured, not throttled
             if failed:
                 await self.DetectorState_RBV.write("Error")
             elif engine.stopped:

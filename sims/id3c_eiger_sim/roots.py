@@ -105,9 +105,15 @@ def check_file_name(name: str) -> str:
 
 
 def expand_template(template: str, path: str, name: str, number: int) -> str:
-    """Apply an areaDetector ``FileTemplate`` (C format of path, name, number)."""
+    """Apply an areaDetector ``FileTemplate`` (C format of path, name, number); as C's
+    ``snprintf``, a template may leave the number unused (ophyd-async's ``%s%s.h5``)."""
     try:
-        full = template % (path, name, number)
+        try:
+            full = template % (path, name, number)
+        except TypeError as err:
+            if "not all arguments converted" not in str(err):
+                raise
+            full = template % (path, name)
     except (TypeError, ValueError) as err:
         raise PathRefused(
             f"FileTemplate {template!r} is not a C format for (path, name, number): {err}; "

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
 from caproto import ChannelType
-from caproto.server import PVGroup, pvproperty
+from caproto.server import PVGroup, PvpropertyChar, pvproperty
 
 from id3c_eiger.records import Record, records_for
 
@@ -20,6 +21,18 @@ from id3c_eiger.records import Record, records_for
 _FIELD_RECORD = {"busy": "bo"}
 
 Putter = Callable[[PVGroup, Any, Any], Awaitable[Any]]
+
+
+class PvpropertyText(PvpropertyChar):
+    """A CHAR waveform holding text. An empty string arrives as one NUL byte, which caproto 1.3
+    decodes to ``''`` and then fails to convert (ophyd-async puts ``XMLFileName=""``)."""
+
+    async def write_from_dbr(self, data: Any, data_type: ChannelType, metadata: Any,
+                             **kwargs: Any) -> None:
+        if data_type == ChannelType.CHAR and not np.any(np.asarray(data)):
+            await self.write("")
+            return
+        await super().write_from_dbr(data, data_type, metadata, **kwargs)
 
 
 def record_pv(record: Record, put: Putter | None = None, **overrides: Any) -> pvproperty:
@@ -46,7 +59,7 @@ def record_pv(record: Record, put: Putter | None = None, **overrides: Any) -> pv
     elif kind == "char":
         kwargs |= {
             "value": record.default,
-            "dtype": ChannelType.CHAR,
+            "dtype": PvpropertyText,
             "max_length": record.nelm,
             "string_encoding": "latin-1",
         }

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import guarneri
+import ophyd_async.core
 import yaml
+from bluesky.run_engine import call_in_bluesky_event_loop, get_bluesky_event_loop
 from guarneri.helpers import dynamic_import
 from pydantic import TypeAdapter, ValidationError
 
@@ -106,12 +108,27 @@ def load_devices(
     """Build (and connect) every device of a devices file with guarneri, as apsbits does.
 
     Returns the guarneri ``Instrument``; ``instrument.devices["eiger2"]`` is a device by name.
-    Connection failures raise ophyd-async's ``NotConnectedError`` naming each device.
+    ophyd-async devices connect in the RunEngine's event loop, so create the RunEngine first
+    (as an apsbits startup does). Connection failures raise ophyd-async's ``NotConnectedError``
+    naming each device.
     """
     path = Path(path)
     check_devices_file(path)
     instrument = guarneri.Instrument({})
     instrument.load(path)
-    if connect:
-        asyncio.run(instrument.connect(timeout=timeout))
+    if not connect:
+        return instrument
+    loop = get_bluesky_event_loop()
+    if loop is not None and loop.is_running():
+        call_in_bluesky_event_loop(instrument.connect(timeout=timeout), timeout + CONNECT_TIMEOUT)
+        return instrument
+    asynchronous = sorted(
+        d.name for d in instrument.devices.root_devices if isinstance(d, ophyd_async.core.Device)
+    )
+    if asynchronous:
+        raise RuntimeError(
+            f"{path}: ophyd-async device(s) {', '.join(asynchronous)} must connect in the "
+            "RunEngine's event loop, and there is none yet; create the RunEngine, then load"
+        )
+    asyncio.run(instrument.connect(timeout=timeout))
     return instrument

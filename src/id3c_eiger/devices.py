@@ -26,10 +26,10 @@ from ophyd.areadetector.trigger_mixins import ADTriggerStatus
 from ophyd.status import DeviceStatus
 from ophyd.utils.errors import UnprimedPlugin
 
-from .layout import DATA_DATASET
+from .layout import DATA_DATASET, MASTER_SUFFIX, check_compression
 from .paths import ExpandedPaths, PathTemplates, ReadPathError, WritePathError
 
-MASTER_TEMPLATE = "%s%s_%6.6d_master.h5"  # (path, name, number), DECTRIS-style master name
+MASTER_TEMPLATE = f"%s%s_%6.6d{MASTER_SUFFIX}.h5"  # (path, name, number), DECTRIS-style name
 SIGNAL_TIMEOUT = 10.0  # s: every put-and-readback of a stage or unstage
 TRIGGER_MARGIN = 10.0  # s: a trigger may take this long beyond NumImages x AcquirePeriod
 READ_PATH_GRACE = 5.0  # s: a shared file system may show a new file this late on the read host
@@ -106,12 +106,7 @@ class Eiger2HDF5Plugin(FileStoreHDF5IterativeWrite, _LazyOpenHDF5Plugin):
         self.file_path.set(paths.write, timeout=SIGNAL_TIMEOUT).wait(SIGNAL_TIMEOUT)
         if not self.file_path_exists.get(use_monitor=False):
             message = self.write_message.get(as_string=True, use_monitor=False)
-            raise WritePathError(
-                f"the IOC cannot write to {paths.write!r} (write_path_template "
-                f"{self.templates.write!r}; readers would use {paths.read!r}); IOC says: "
-                f"{message or 'FilePathExists_RBV is No'}. Fix: point write_path_template at a "
-                "directory the IOC host can create and write, as the IOC host mounts it."
-            )
+            raise WritePathError.refused(paths, self.templates.write, message)
         paths.check_readable()
         return name, paths.read, paths.write
 
@@ -206,7 +201,8 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
     """The EIGER2 500K: ``cam1:`` and ``hdf1`` (``HDF1:``); data key ``<name>_image``.
 
     Each trigger takes ``images_per_point`` frames (Internal Series) and completes when
-    ``AcquireBusy`` returns to Done, i.e. when the HDF5 plugin has the frames.
+    ``AcquireBusy`` returns to Done, i.e. when the HDF5 plugin has the frames. Frames are
+    stored with ``compression`` (an ``HDF1:Compression`` choice).
     """
 
     cam = Cpt(Eiger2Cam, "cam1:")
@@ -223,6 +219,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         images_per_point: int = 1,
         create_directory_depth: int = -3,
         labels: list[str] | None = None,
+        compression: str = "BSLZ4",
     ) -> None:
         if not isinstance(images_per_point, int) or images_per_point < 1:
             raise ValueError(
@@ -234,6 +231,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self.hdf1.write_path_template = write_path_template
         self.hdf1.read_path_template = read_path_template
         self.hdf1.create_directory_depth = create_directory_depth
+        self.hdf1.stage_sigs["compression"] = check_compression(compression)
         self.images_per_point = images_per_point
         self.cam.stage_sigs.update(
             [

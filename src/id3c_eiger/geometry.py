@@ -23,6 +23,10 @@ HC_EV_ANGSTROM = 12398.419843320026  # h*c in eV*Angstrom: wavelength[A] = HC / 
 DATA_TYPE_BY_BITS = {8: "UInt8", 16: "UInt16", 32: "UInt32"}
 
 
+class TimingError(ValueError):
+    """Exposure settings the detector cannot do; the message names the limit and the fix."""
+
+
 @dataclass(frozen=True)
 class DetectorModel:
     """What one EIGER model is: shape, pixels, limits and the timing rule for its bit depth."""
@@ -64,6 +68,37 @@ class DetectorModel:
     def data_type(self, count_time: float, frame_time: float) -> str:
         """``DataType_RBV`` enum string for the timing (``UInt32``/``UInt16``/``UInt8``)."""
         return DATA_TYPE_BY_BITS[self.bit_depth(count_time, frame_time)]
+
+    def frame_period(self, livetime: float, deadtime: float = 0.0, allow_8bit: bool = False) -> float:
+        """The frame period for ``livetime`` plus ``deadtime`` (0: the readout dead time), checked
+        against the model's limits; ``TimingError`` names the limit that is broken."""
+        if not livetime > 0:
+            raise TimingError(f"livetime {livetime!r} s must be > 0: the exposure of each frame")
+        if livetime > self.max_time:
+            raise TimingError(
+                f"livetime {livetime:g} s exceeds the {self.description} limit of "
+                f"{self.max_time:g} s per frame; split the exposure into more frames"
+            )
+        if deadtime and deadtime < self.dead_time:
+            raise TimingError(
+                f"deadtime {deadtime:g} s is below the {self.description} readout dead time of "
+                f"{self.dead_time:g} s; give deadtime >= {self.dead_time:g} s, or 0 for the minimum"
+            )
+        period = livetime + (deadtime or self.dead_time)
+        fastest = self.min_period if allow_8bit else self.min_period_16bit
+        if period < fastest * (1 - 1e-9):
+            bits = "8-bit" if allow_8bit else "16-bit"
+            hint = "" if allow_8bit else (
+                f"; faster, up to {1 / self.min_period:.0f} Hz, only as 8-bit frames "
+                "(allow_8bit=True)"
+            )
+            raise TimingError(
+                f"frame period {period * 1e3:.4g} ms (livetime {livetime:g} s + deadtime "
+                f"{deadtime or self.dead_time:g} s) is below the {self.description} limit for "
+                f"{bits} data: {fastest * 1e3:.4g} ms ({1 / fastest:.0f} Hz). Fix: lengthen "
+                f"livetime to >= {fastest - (deadtime or self.dead_time):.4g} s{hint}"
+            )
+        return period
 
     def saturation_value(self, count_time: float, bit_depth: int) -> int:
         """Largest count a pixel reports: the count-rate cutoff, below the flagged value."""

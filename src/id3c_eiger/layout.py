@@ -21,10 +21,13 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .records import records_for
+
 DATA_GROUP = "/entry/data"
 DATA_DATASET = "/entry/data/data"  # in every data file; in a v2024.2 master
 DETECTOR = "/entry/instrument/detector"
 DETECTOR_SPECIFIC = f"{DETECTOR}/detectorSpecific"
+MASTER_SUFFIX = "_master"  # a series' master file is <stem>_master.h5
 
 _NX_CLASSES = {
     "/entry": "NXentry",
@@ -38,6 +41,17 @@ _NX_CLASSES = {
 }
 
 
+def check_compression(compression: str) -> str:
+    """``compression`` if the HDF5 plugin offers it (``HDF1:Compression``), else ValueError."""
+    choices = records_for("HDF1:")["Compression"].choices
+    if compression not in choices:
+        raise ValueError(
+            f"compression {compression!r} is not an HDF1:Compression choice; use one of: "
+            f"{', '.join(choices)} (BSLZ4 is what DECTRIS writes)"
+        )
+    return compression
+
+
 class MasterLayout(StrEnum):
     """How the master reaches the frames; values are the ``cam1:FWHDF5Format`` enum strings."""
 
@@ -49,7 +63,7 @@ def series_stem(master_path: str | os.PathLike[str]) -> str:
     """The series name of a master file: its name without ``.h5`` and without ``_master``."""
     name = Path(master_path).name
     name = name.removesuffix(".h5").removesuffix(".hdf5")
-    return name.removesuffix("_master")
+    return name.removesuffix(MASTER_SUFFIX)
 
 
 def data_file_name(master_path: str | os.PathLike[str], number: int) -> str:

@@ -11,7 +11,12 @@ import os
 import posixpath
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
+
+from ophyd_async.core import FilenameProvider, PathInfo, UUIDFilenameProvider
+
+from .layout import MASTER_SUFFIX
 
 
 class PathTemplateError(ValueError):
@@ -20,6 +25,16 @@ class PathTemplateError(ValueError):
 
 class WritePathError(OSError):
     """The IOC cannot write where the write path template points."""
+
+    @classmethod
+    def refused(cls, paths: ExpandedPaths, template: str, ioc_message: str) -> WritePathError:
+        """The error for an IOC that refused ``paths.write``, with what the IOC said."""
+        return cls(
+            f"the IOC cannot write to {paths.write!r} (write_path_template {template!r}; "
+            f"readers would use {paths.read!r}); IOC says: "
+            f"{ioc_message or 'FilePathExists_RBV is No'}. Fix: point write_path_template at a "
+            "directory the IOC host can create and write, as the IOC host mounts it."
+        )
 
 
 class ReadPathError(OSError):
@@ -97,3 +112,32 @@ class PathTemplates:
         write = with_separator(when.strftime(self.write))
         read = write if self.read is None else with_separator(when.strftime(self.read))
         return ExpandedPaths(write=write, read=read)
+
+
+class TemplatePathProvider:
+    """An ophyd-async ``PathProvider`` from the same templates as the classic device.
+
+    Each call expands both templates at one instant: the IOC writes ``<uuid>_master.h5`` in the
+    write directory, and the StreamResource records its ``file://`` URI under the read directory.
+    ``last`` keeps the expansion so the detector can check the read side after the IOC made it.
+    """
+
+    def __init__(
+        self,
+        templates: PathTemplates,
+        create_directory_depth: int = -3,
+        filename_provider: FilenameProvider | None = None,
+    ) -> None:
+        self.templates = templates
+        self.create_directory_depth = create_directory_depth
+        self.filename_provider = filename_provider or UUIDFilenameProvider()
+        self.last: ExpandedPaths | None = None
+
+    def __call__(self, datakey_name: str | None = None) -> PathInfo:
+        paths = self.last = self.templates.expand()
+        return PathInfo(
+            directory_path=PurePosixPath(paths.write),
+            filename=self.filename_provider(datakey_name) + MASTER_SUFFIX,
+            create_dir_depth=self.create_directory_depth,
+            directory_uri="file://localhost" + quote(paths.read),
+        )
