@@ -28,6 +28,7 @@ test: $(STAMP)
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_classic_device.py
+	$(BIN)/python benchmarks/bench_async_device.py
 
 clean:
 	rm -rf $(VENV)

@@ -11,62 +11,28 @@ Run with ``python benchmarks/bench_classic_device.py`` (``make benchmark`` runs 
 
 from __future__ import annotations
 
-import os
-import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import Sim, free_port, start_ioc
+import bluesky.plans as bp
+import h5py
+import hdf5plugin  # noqa: F401
+from bluesky import RunEngine
+from common import (
+    EXPOSURE,
+    POINTS,
+    PORT,
+    REPEATS,
+    Sim,
+    blob_detector,
+    median_seconds,
+    per_point_overhead,
+    start_ioc,
+)
 
-PORT = free_port()
-os.environ["EPICS_CA_ADDR_LIST"] = f"127.0.0.1:{PORT}"
-os.environ["EPICS_CA_AUTO_ADDR_LIST"] = "NO"
-
-import bluesky.plans as bp  # noqa: E402
-import h5py  # noqa: E402
-import hdf5plugin  # noqa: E402, F401
-import ophyd  # noqa: E402, F401  (before any pyepics PV)
-from bluesky import RunEngine  # noqa: E402
-
-from id3c_eiger.catalog import master_files, open_catalog  # noqa: E402
-from id3c_eiger.devices import Eiger2Detector  # noqa: E402
-from id3c_eiger.layout import DATA_DATASET  # noqa: E402
-
-EXPOSURE = 0.001
-POINTS = 100
-REPEATS = 15
-
-
-def per_point_overhead(RE: RunEngine, detector: object) -> float:
-    """Seconds per point beyond the exposure for count(num=POINTS), staging included."""
-    start = time.perf_counter()
-    RE(bp.count([detector], num=POINTS))
-    return (time.perf_counter() - start) / POINTS - EXPOSURE
-
-
-def median_seconds(read: object) -> float:
-    read()  # warm: connections, file handles
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        read()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def blob_detector(directory: Path) -> object:
-    """ophyd-async's SimBlobDetector writing HDF5 into ``directory``, connected."""
-    from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider, init_devices
-    from ophyd_async.sim import SimBlobDetector
-
-    directory.mkdir(parents=True, exist_ok=True)
-    provider = StaticPathProvider(UUIDFilenameProvider(), directory)
-    with init_devices():
-        blob = SimBlobDetector(provider, name="blob")
-    return blob
+from id3c_eiger.catalog import master_files, open_catalog
+from id3c_eiger.devices import Eiger2Detector
+from id3c_eiger.layout import DATA_DATASET
 
 
 def main() -> None:

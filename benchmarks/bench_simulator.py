@@ -13,24 +13,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import Sim, free_port, start_ioc
+import h5py
+import hdf5plugin
+from common import PORT, Sim, start_ioc
 
-PORT = free_port()
-os.environ["EPICS_CA_ADDR_LIST"] = f"127.0.0.1:{PORT}"
-os.environ["EPICS_CA_AUTO_ADDR_LIST"] = "NO"
-
-import h5py  # noqa: E402
-import hdf5plugin  # noqa: E402
-
-from id3c_eiger.geometry import EIGER2_500K  # noqa: E402
-from id3c_eiger.layout import DATA_DATASET, create_data_file  # noqa: E402
-from id3c_eiger_sim.frames import FrameGenerator, FrameSettings, build_pool  # noqa: E402
+from id3c_eiger.geometry import EIGER2_500K
+from id3c_eiger.layout import DATA_DATASET, create_data_file
+from id3c_eiger_sim.frames import FrameGenerator, FrameSettings, build_pool
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -1,0 +1,115 @@
+"""The ophyd-async EIGER2: a 10,000-frame fly scan at the fastest 16-bit rate, and step scans.
+
+Prints, all measured in this run against the simulator process and one embedded Tiled server:
+* a 10,000-frame internal-trigger fly scan at the fastest 16-bit period (0.45 ms): the plan's
+  wall time (stage to unstage) / the ideal 10,000 x 0.45 ms, and the check that every frame is
+  in the files (NumCaptured, the master's nimages, the data files) and in Tiled (shape, last
+  frame equal to the file's);
+* frame 0 of that run through Tiled, against h5py reading the same chunk;
+* ``bp.count(num=100)`` per-point overhead with 1 ms exposures: the ophyd-async device, the
+  classic device and ophyd-async's ``SimBlobDetector``, through the same TiledWriter.
+
+Run with ``python benchmarks/bench_async_device.py`` (``make benchmark`` runs every benchmark).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401
+import numpy as np
+from bluesky import RunEngine
+from common import (
+    EXPOSURE,
+    POINTS,
+    PORT,
+    Sim,
+    blob_detector,
+    median_seconds,
+    per_point_overhead,
+    start_ioc,
+)
+from ophyd_async.core import TriggerInfo, init_devices
+
+from id3c_eiger.async_devices import Eiger2Detector as AsyncEiger2
+from id3c_eiger.catalog import master_files, open_catalog
+from id3c_eiger.devices import Eiger2Detector as ClassicEiger2
+from id3c_eiger.geometry import EIGER2_500K
+from id3c_eiger.layout import DATA_DATASET, read_metadata
+from id3c_eiger.plans import fly_frames
+
+FRAMES = 10_000
+PERIOD = EIGER2_500K.min_period_16bit
+LIVETIME = PERIOD - EIGER2_500K.dead_time
+
+
+def fly_scan(RE: RunEngine, sim: Sim, catalog: object, root: Path) -> None:
+    with init_devices():
+        eiger2 = AsyncEiger2("BENCH:", name="eiger2", write_path_template=str(root / "fly"))
+    start = time.perf_counter()
+    RE(fly_frames(eiger2, TriggerInfo(number_of_events=FRAMES, livetime=LIVETIME)))
+    wall = time.perf_counter() - start
+    ideal = FRAMES * PERIOD
+    images = catalog.runs[-1].primary["eiger2_image"]
+    (master,) = master_files(images)
+    with h5py.File(master, "r", swmr=True) as f:
+        nimages = int(read_metadata(f)["nimages"])
+        on_disk = f[DATA_DATASET].shape[0]
+        last = f[DATA_DATASET][FRAMES - 1]
+    captured = sim.get("HDF1:NumCaptured_RBV")
+    complete = (captured == nimages == on_disk == FRAMES and images.shape == (FRAMES, 512, 1028)
+                and np.array_equal(images[FRAMES - 1], last))
+    print(f"fly scan, {FRAMES} frames at {PERIOD * 1e3:.2f} ms ({1 / PERIOD:.0f} Hz), 16-bit, BSLZ4:")
+    print(f"  wall time {wall:.2f} s, ideal {ideal:.2f} s, ratio {wall / ideal:.3f}   (goal <= 1.2)")
+    print(f"  NumCaptured {captured}, master nimages {nimages}, frames in files {on_disk}, "
+          f"Tiled shape {images.shape}, last frame equal: {complete}")
+
+    def h5py_read() -> None:
+        with h5py.File(master, "r", swmr=True) as f:
+            f[DATA_DATASET][0]
+
+    t_tiled = median_seconds(lambda: images[0])
+    t_h5 = median_seconds(h5py_read)
+    print(f"  frame 0 of it: Tiled {t_tiled * 1e3:.2f} ms, h5py {t_h5 * 1e3:.2f} ms, "
+          f"ratio {t_tiled / t_h5:.1f}")
+
+
+def step_scans(RE: RunEngine, sim: Sim, root: Path) -> None:
+    sim.put("cam1:AcquireTime", EXPOSURE)
+    sim.put("cam1:AcquirePeriod", EXPOSURE + EIGER2_500K.dead_time)
+    with init_devices():
+        modern = AsyncEiger2("BENCH:", name="eiger2", write_path_template=str(root / "a"))
+    classic = ClassicEiger2("BENCH:", name="eiger2", write_path_template=str(root / "c"))
+    classic.wait_for_connection(timeout=10)
+    blob = blob_detector(root / "blob")
+    results = {
+        "ophyd-async EIGER2": per_point_overhead(RE, modern),
+        "classic EIGER2": per_point_overhead(RE, classic),
+        "ophyd-async SimBlob": per_point_overhead(RE, blob),
+    }
+    print(f"count(num={POINTS}), {EXPOSURE * 1e3:.0f} ms exposures, per-point overhead:")
+    base = results["ophyd-async EIGER2"]
+    for label, seconds in results.items():
+        print(f"  {label:20s}: {seconds * 1e3:7.1f} ms   (/ ophyd-async EIGER2 = {seconds / base:.2f})")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ioc = start_ioc("BENCH:", PORT, [root])
+        try:
+            sim = Sim("BENCH:")
+            with open_catalog(readable_storage=[root]) as catalog:
+                RE = RunEngine({})
+                catalog.subscribe(RE)
+                fly_scan(RE, sim, catalog, root)
+                step_scans(RE, sim, root)
+        finally:
+            ioc.stop()
+
+
+if __name__ == "__main__":
+    main()

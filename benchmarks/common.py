@@ -1,0 +1,62 @@
+"""What every benchmark shares: a loopback CA port set before anything reads the EPICS
+environment, the simulator helpers, and the timing and comparison helpers.
+
+Import this first in a benchmark: ``from common import PORT, ...``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import Sim, free_port, start_ioc
+
+PORT = free_port()
+os.environ["EPICS_CA_ADDR_LIST"] = f"127.0.0.1:{PORT}"
+os.environ["EPICS_CA_AUTO_ADDR_LIST"] = "NO"
+os.environ.setdefault("EPICS_CA_MAX_ARRAY_BYTES", "10000000")
+
+import ophyd  # noqa: E402, F401  (before any pyepics PV)
+
+EXPOSURE = 0.001  # s, the step-scan exposure of the per-point overhead measure
+POINTS = 100
+REPEATS = 15
+
+__all__ = ["PORT", "Sim", "blob_detector", "median_seconds", "per_point_overhead", "start_ioc"]
+
+
+def per_point_overhead(RE: object, detector: object) -> float:
+    """Seconds per point beyond the exposure for count(num=POINTS), staging included."""
+    import bluesky.plans as bp
+
+    start = time.perf_counter()
+    RE(bp.count([detector], num=POINTS))
+    return (time.perf_counter() - start) / POINTS - EXPOSURE
+
+
+def median_seconds(read: Callable[[], object]) -> float:
+    """Median wall time of ``read`` over REPEATS calls, after one warm-up call."""
+    read()  # warm: connections, file handles
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        read()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def blob_detector(directory: Path) -> object:
+    """ophyd-async's SimBlobDetector writing HDF5 into ``directory``, connected."""
+    from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider, init_devices
+    from ophyd_async.sim import SimBlobDetector
+
+    directory.mkdir(parents=True, exist_ok=True)
+    provider = StaticPathProvider(UUIDFilenameProvider(), directory)
+    with init_devices():
+        blob = SimBlobDetector(provider, name="blob")
+    return blob
