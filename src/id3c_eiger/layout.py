@@ -309,37 +309,76 @@ def resolve_target(master_path: str | os.PathLike[str], target: str) -> Path:
     return path if path.is_absolute() else Path(master_path).parent / path
 
 
-def _check_target(master_path: Path, link: str, target: str, dataset: str) -> LinkProblem | None:
-    resolved = resolve_target(master_path, target)
+@dataclass(frozen=True)
+class LinkTarget:
+    """One place the master's frame data lives outside the master: an external link or a
+    virtual-dataset source."""
+
+    link: str  # the member of the master: /entry/data/data, /entry/data/data_000001, ...
+    kind: str  # "external link" or "virtual source"
+    target: str  # the target file as written in the master
+    dataset: str  # the dataset in the target file
+
+
+def link_targets(master: h5py.File) -> list[LinkTarget]:
+    """Every external link and VDS source of the master's ``/entry/data/data*`` members."""
+    targets = []
+    for name in data_members(master):
+        link_path = f"{DATA_GROUP}/{name}"
+        link = master.get(link_path, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            targets.append(LinkTarget(link_path, "external link", link.filename, link.path))
+        elif isinstance(link, h5py.HardLink) and master[link_path].is_virtual:
+            targets += [
+                LinkTarget(link_path, "virtual source", source.file_name, source.dset_name)
+                for source in master[link_path].virtual_sources()
+                if source.file_name != "."  # a source in the master itself
+            ]
+    return targets
+
+
+def missing_filters(dataset: h5py.Dataset) -> list[str]:
+    """The compression filters ``dataset`` needs that this process cannot decode."""
+    plist = dataset.id.get_create_plist()
+    missing = []
+    for index in range(plist.get_nfilters()):
+        code, _flags, _values, name = plist.get_filter(index)
+        if not h5py.h5z.filter_avail(code):
+            missing.append(f"{code} ({name.decode(errors='replace') or 'unnamed'})")
+    return missing
+
+
+def check_target(master_path: str | os.PathLike[str], target: LinkTarget) -> tuple[str, str]:
+    """(status, detail) of one link target here: status is OK, missing file, missing dataset,
+    filter unavailable or cannot open; detail says where it was looked for and why."""
+    resolved = resolve_target(master_path, target.target)
     if not resolved.exists():
-        return LinkProblem(link, target, f"file does not exist: {resolved}")
+        return "missing file", f"file does not exist: {resolved}"
     try:
         with h5py.File(resolved, "r", swmr=True) as f:
-            if dataset not in f:
-                return LinkProblem(link, target, f"{resolved} has no dataset {dataset}")
+            if target.dataset not in f:
+                return "missing dataset", f"{resolved} has no dataset {target.dataset}"
+            missing = missing_filters(f[target.dataset])
     except OSError as err:
-        return LinkProblem(link, target, f"cannot open {resolved}: {err}")
-    return None
+        return "cannot open", f"cannot open {resolved}: {err}"
+    if missing:
+        return "filter unavailable", (
+            f"{resolved}:{target.dataset} needs compression filter(s) {', '.join(missing)}, not "
+            "available here; install hdf5plugin and import it (or set HDF5_PLUGIN_PATH)"
+        )
+    return "OK", str(resolved)
 
 
 def unresolved_links(master_path: str | os.PathLike[str], dataset: str = DATA_DATASET) -> list[LinkProblem]:
     """Every link (external link or VDS source) of the master's frame data that does not
     resolve here; empty when all frames are reachable. Raises OSError if the master won't open."""
-    master_path = Path(master_path)
-    problems: list[LinkProblem | None] = []
     with h5py.File(master_path, "r", swmr=True) as master:
-        members = data_members(master)
-        if not members:
+        if not data_members(master):
             return [LinkProblem(dataset, "", f"{master_path} has no {DATA_GROUP}/data* member")]
-        for name in members:
-            link_path = f"{DATA_GROUP}/{name}"
-            link = master.get(link_path, getlink=True)
-            if isinstance(link, h5py.ExternalLink):
-                problems.append(_check_target(master_path, link_path, link.filename, link.path))
-            elif isinstance(link, h5py.HardLink) and master[link_path].is_virtual:
-                problems += [
-                    _check_target(master_path, link_path, source.file_name, source.dset_name)
-                    for source in master[link_path].virtual_sources()
-                    if source.file_name != "."  # a source in the master itself
-                ]
-    return [problem for problem in problems if problem is not None]
+        targets = link_targets(master)
+    problems = []
+    for target in targets:
+        status, detail = check_target(master_path, target)
+        if status != "OK":
+            problems.append(LinkProblem(target.link, target.target, detail))
+    return problems

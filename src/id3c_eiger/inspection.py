@@ -1,0 +1,119 @@
+"""A master file as a reader sees it: its tree, where each link leads here, and the NXmx metadata.
+
+``inspect_master(path)`` is ``f.visit(print)`` made useful: each dataset's shape, dtype and
+compression; each external link or virtual-dataset source with its target as written, the path it
+resolves to here, and OK / missing file / missing dataset / filter unavailable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the compression filters a DECTRIS file uses)
+
+from .layout import DATA_GROUP, LinkTarget, check_target, data_members, link_targets, read_metadata
+
+KEY_METADATA = ("description", "nimages", "ntrigger", "count_time", "frame_time", "photon_energy",
+                "beam_center_x", "beam_center_y", "detector_distance", "bit_depth_image")
+
+
+class MasterFileError(ValueError):
+    """A path that is not a readable EIGER master file; the message says what it is instead."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+    compression: str
+
+
+@dataclass(frozen=True)
+class LinkReport:
+    target: LinkTarget
+    status: str  # OK, missing file, missing dataset, filter unavailable, cannot open
+    detail: str  # where it resolves here, or why not
+
+
+@dataclass
+class MasterReport:
+    path: Path
+    datasets: list[DatasetInfo] = field(default_factory=list)
+    links: list[LinkReport] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Every link resolves and decodes here."""
+        return all(link.status == "OK" for link in self.links)
+
+
+def open_master(path: str | os.PathLike[str]) -> h5py.File:
+    """Open ``path`` as an EIGER master file, or raise ``MasterFileError`` naming the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise MasterFileError(f"{path} does not exist; give the path of a *_master.h5 file")
+    if not path.is_file():
+        raise MasterFileError(f"{path} is not a file; give the path of a *_master.h5 file")
+    if not h5py.is_hdf5(path):
+        raise MasterFileError(f"{path} is not an HDF5 file; give the path of a *_master.h5 file")
+    master = h5py.File(path, "r", swmr=True)
+    problem = None
+    if not data_members(master):
+        problem = f"it has no {DATA_GROUP}/data* member"
+    elif not link_targets(master):
+        problem = f"its {DATA_GROUP}/data* hold frames themselves (a data file), not links"
+    if problem:
+        master.close()
+        raise MasterFileError(
+            f"{path} is an HDF5 file but not an EIGER master: {problem}; give the *_master.h5 "
+            "file of the series"
+        )
+    return master
+
+
+def _compression(dataset: h5py.Dataset) -> str:
+    plist = dataset.id.get_create_plist()
+    names = [plist.get_filter(i)[3].decode(errors="replace") or str(plist.get_filter(i)[0])
+             for i in range(plist.get_nfilters())]
+    return "+".join(names) or "none"
+
+
+def inspect_master(path: str | os.PathLike[str]) -> MasterReport:
+    """The report of one master file (raises ``MasterFileError`` if it is not one)."""
+    report = MasterReport(Path(path))
+    with open_master(path) as master:
+        def visit(name: str) -> None:
+            link = master.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                return  # listed with its status below
+            node = master.get(name)
+            if isinstance(node, h5py.Dataset):
+                report.datasets.append(DatasetInfo(
+                    "/" + name, node.shape, str(node.dtype), _compression(node)))
+
+        master.visit_links(visit)
+        report.metadata = {k: v for k, v in read_metadata(master).items() if k in KEY_METADATA}
+        targets = link_targets(master)
+    report.links = [LinkReport(t, *check_target(path, t)) for t in targets]
+    return report
+
+
+def format_report(report: MasterReport) -> str:
+    """The report as text for a terminal."""
+    lines = [f"{report.path}"]
+    lines += [f"  {d.path}  shape={d.shape} dtype={d.dtype} compression={d.compression}"
+              for d in report.datasets]
+    lines.append("links:")
+    for link in report.links:
+        t = link.target
+        lines.append(f"  {t.link} ({t.kind}) -> {t.target}:{t.dataset}")
+        lines.append(f"      {link.status}: {link.detail}")
+    lines.append("metadata:")
+    lines += [f"  {key} = {report.metadata[key]}" for key in KEY_METADATA if key in report.metadata]
+    return "\n".join(lines)

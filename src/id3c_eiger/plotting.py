@@ -1,0 +1,113 @@
+"""A picture of one frame (or a sum of frames): logarithmic colours, a colour bar, a title with
+the run, frame, exposure and energy, and masked or gap pixels drawn in their own colour rather
+than as the 2**bits - 1 counts they read."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+from .geometry import flagged_value
+from .inspection import open_master
+from .layout import DATA_DATASET, read_metadata
+
+MASK_COLOUR = (1.0, 0.0, 1.0)  # magenta: masked, gap and flagged pixels
+LOW_COLOUR = (0.0, 0.0, 0.0)  # black: zero counts, below the log scale
+
+
+@dataclass
+class FrameImage:
+    """Counts of one frame or a sum of frames, the pixels to draw as masked, and a title."""
+
+    counts: np.ndarray
+    masked: np.ndarray  # bool, same shape
+    title: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _frame_range(frames: int | range, total: int, source: str) -> range:
+    chosen = range(frames, frames + 1) if isinstance(frames, int) else frames
+    if not chosen or chosen.start < 0 or chosen.stop > total:
+        last = total - 1
+        raise IndexError(
+            f"frame(s) {chosen.start}..{chosen.stop - 1} out of range: {source} has {total} "
+            f"frames, numbered 0..{last}"
+        )
+    return chosen
+
+
+def frame_from_master(path: str | os.PathLike[str], frames: int | range = 0) -> FrameImage:
+    """Frame ``frames`` (or their sum) of a master file, masked by its pixel_mask and by the
+    flagged value of its bit depth."""
+    with open_master(path) as master:
+        metadata = read_metadata(master)
+        data = master[DATA_DATASET]
+        chosen = _frame_range(frames, data.shape[0], str(path))
+        stack = data[chosen.start : chosen.stop]
+    bits = int(metadata.get("bit_depth_image", stack.dtype.itemsize * 8))
+    flagged = (stack == flagged_value(bits)).any(axis=0)
+    mask = metadata.get("pixel_mask")
+    masked = flagged | (mask != 0) if mask is not None else flagged
+    counts = stack.astype(np.float64).sum(axis=0)
+    last = chosen.stop - 1
+    which = f"frame {last}" if len(chosen) == 1 else f"frames {chosen.start}..{last} summed"
+    return FrameImage(counts, masked, f"{Path(path).name}, {which}", metadata)
+
+
+def frame_from_array(frame: Any, title: str = "") -> FrameImage:
+    """A frame read elsewhere (e.g. ``images[0]`` from Tiled): pixels at the dtype's maximum, the
+    value the detector gives masked pixels, are drawn as masked."""
+    array = np.asarray(frame)
+    if array.ndim != 2:
+        raise ValueError(f"a frame is 2-D (height, width); this array has shape {array.shape}")
+    masked = array == np.iinfo(array.dtype).max if array.dtype.kind in "ui" else ~np.isfinite(array)
+    return FrameImage(array.astype(np.float64), masked, title)
+
+
+def plot_frame(
+    image: FrameImage,
+    *,
+    roi: tuple[int, int, int, int] | None = None,
+    vmax: float | None = None,
+    output: str | os.PathLike[str] | None = None,
+) -> Any:
+    """Draw ``image`` (``roi`` = y0, y1, x0, x1); save a PNG to ``output``. Returns the Figure."""
+    if output is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    counts, masked = image.counts, image.masked
+    if roi is not None:
+        y0, y1, x0, x1 = roi
+        h, w = counts.shape
+        if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
+            raise ValueError(f"roi {roi} is outside the {h} x {w} frame; give y0 < y1 <= {h} "
+                             f"and x0 < x1 <= {w}")
+        counts, masked = counts[y0:y1, x0:x1], masked[y0:y1, x0:x1]
+    shown = np.ma.masked_array(counts, mask=masked)
+    valid = counts[~masked & (counts > 0)]
+    top = vmax if vmax is not None else (float(valid.max()) if valid.size else 1.0)
+    cmap = plt.get_cmap("viridis").with_extremes(bad=MASK_COLOUR, under=LOW_COLOUR)
+    figure, axes = plt.subplots(figsize=(10, 5.5))
+    picture = axes.imshow(shown, cmap=cmap, norm=LogNorm(vmin=1, vmax=max(top, 1.0 + 1e-9)),
+                          origin="upper", interpolation="nearest")
+    figure.colorbar(picture, ax=axes, label="counts (log scale); magenta = masked/gap")
+    md = image.metadata
+    details = []
+    if "count_time" in md:
+        details.append(f"exposure {float(md['count_time']):g} s")
+    if "photon_energy" in md:
+        details.append(f"energy {float(md['photon_energy']):.0f} eV")
+    axes.set_title("\n".join(filter(None, [image.title, ", ".join(details)])))
+    axes.set_xlabel("x (pixel)")
+    axes.set_ylabel("y (pixel)")
+    if output is not None:
+        figure.savefig(output, dpi=100)
+        plt.close(figure)
+    return figure

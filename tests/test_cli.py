@@ -1,0 +1,137 @@
+"""The id3c-eiger command on real masters written by the simulator: inspect, show, doctor
+--master, and one clear line with a non-zero status for each bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import matplotlib.image
+import numpy as np
+import pytest
+
+from helpers import Sim
+from id3c_eiger.cli import EXIT_ERROR, EXIT_FAIL, main
+from id3c_eiger.layout import DATA_DATASET, DATA_GROUP, data_file_name
+from id3c_eiger.plotting import MASK_COLOUR, frame_from_array, frame_from_master, plot_frame
+
+
+@pytest.fixture
+def master(sim: Sim) -> Path:
+    """A 3-frame series written by the simulator (external link, BSLZ4)."""
+    return sim.stream(3)
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_inspect_lists_datasets_links_and_metadata(master, capsys) -> None:
+    status, out, _ = run(capsys, "inspect", str(master))
+    assert status == 0
+    assert "pixel_mask  shape=(512, 1028) dtype=uint32" in out
+    data_file = data_file_name(master, 1)
+    assert f"/entry/data/data (external link) -> {data_file}:/entry/data/data" in out
+    assert f"OK: {master.parent / data_file}" in out
+    assert "nimages = 3" in out and "photon_energy = 12000" in out
+
+
+def test_doctor_passes_every_file_hop_of_a_good_master(master, capsys) -> None:
+    status, out, _ = run(capsys, "doctor", "--master", str(master))
+    assert status == 0
+    assert [line.split()[0] for line in out.splitlines()] == ["PASS", "PASS", "PASS"]
+    assert "frame 0 reads as (512, 1028)" in out
+
+
+def test_show_draws_the_frame_with_masked_pixels_in_their_own_colour(master, tmp_path,
+                                                                      capsys) -> None:
+    png = tmp_path / "frame.png"
+    status, out, _ = run(capsys, "show", str(master), "--frames", "0:2", "--output", str(png))
+    assert status == 0 and "frames 0..1 summed" in out
+    pixels = matplotlib.image.imread(png)[..., :3]
+    magenta = np.all(np.isclose(pixels, MASK_COLOUR, atol=0.02), axis=-1)
+    assert magenta.sum() > 50  # the dead column and dead pixels of the model's mask
+    image = frame_from_master(master, range(0, 2))
+    assert image.counts.shape == (512, 1028) and image.masked.sum() > 100
+    figure = plot_frame(image, output=tmp_path / "again.png")
+    assert figure.axes[0].images[0].get_array().shape == (512, 1028)
+    # Without masked pixels nothing is magenta: the colour is the mask's alone.
+    clean = frame_from_array(np.full((512, 1028), 7, dtype=np.uint16), "clean")
+    plot_frame(clean, output=tmp_path / "clean.png")
+    pixels = matplotlib.image.imread(tmp_path / "clean.png")[..., :3]
+    assert not np.all(np.isclose(pixels, MASK_COLOUR, atol=0.02), axis=-1).any()
+
+
+def test_show_accepts_a_tiled_or_numpy_frame_and_an_roi(master, tmp_path) -> None:
+    with h5py.File(master, "r") as f:
+        frame = f[DATA_DATASET][0]
+    image = frame_from_array(frame, "images[0]")
+    figure = plot_frame(image, roi=(100, 200, 300, 500), vmax=1000, output=tmp_path / "roi.png")
+    assert figure.axes[0].images[0].get_array().shape == (100, 200)
+
+
+def _relink(master: Path, target: str) -> None:
+    with h5py.File(master, "r+") as f:
+        del f[DATA_DATASET]
+        f[DATA_DATASET] = h5py.ExternalLink(target, DATA_DATASET)
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "named"),
+    [
+        ("missing path", EXIT_ERROR, "does not exist"),
+        ("not hdf5", EXIT_ERROR, "is not an HDF5 file"),
+        ("data file, not master", EXIT_ERROR, "not an EIGER master"),
+        ("frame out of range", EXIT_ERROR, "has 3 frames, numbered 0..2"),
+        ("bad roi", EXIT_ERROR, "outside the 512 x 1028 frame"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_non_zero_status(master, tmp_path, capsys, case, status,
+                                                     named) -> None:
+    path = {
+        "missing path": tmp_path / "nowhere_master.h5",
+        "not hdf5": tmp_path / "notes_master.h5",
+        "data file, not master": master.parent / data_file_name(master, 1),
+    }.get(case, master)
+    (tmp_path / "notes_master.h5").write_text("not an HDF5 file")
+    extra = {"frame out of range": ["--frames", "3"], "bad roi": ["--roi", "0:600,0:10"]}
+    code, out, err = run(capsys, "show", str(path), "--output", str(tmp_path / "x.png"),
+                         *extra.get(case, []))
+    assert code == status
+    assert err.count("\n") == 1 and err.startswith("id3c-eiger: error: ") and named in err
+    assert "Traceback" not in err + out
+
+
+def test_broken_and_foreign_links_fail_the_doctor_with_the_fix(master, tmp_path, capsys) -> None:
+    data_file = master.parent / data_file_name(master, 1)
+    moved = tmp_path / data_file.name
+    shutil.move(data_file, moved)
+    code, out, _ = run(capsys, "doctor", "--master", str(master))
+    assert code == EXIT_FAIL and "FAIL  links" in out and "missing file" in out
+    assert str(data_file) in out
+    # A link written by another host's absolute path: named, with the prefix fix.
+    _relink(master, "/gpfs/ioc-host/eiger/" + data_file.name)
+    code, out, _ = run(capsys, "doctor", "--master", str(master))
+    assert code == EXIT_FAIL and "/gpfs/ioc-host/eiger/" in out and "HDF5_EXT_PREFIX" in out
+    code, out, _ = run(capsys, "inspect", str(master))
+    assert code == EXIT_FAIL and "missing file: file does not exist: /gpfs/ioc-host" in out
+
+
+def test_missing_compression_filter_is_named(tmp_path, master, capsys) -> None:
+    """A data file compressed with a filter nobody here has (id 32099)."""
+    data = tmp_path / "odd_data_000001.h5"
+    with h5py.File(data, "w") as f:
+        dataset = f.create_dataset(DATA_DATASET, shape=(1, 4, 4), dtype="u2", chunks=(1, 4, 4),
+                                   compression=32099, allow_unknown_filter=True)
+        dataset.id.write_direct_chunk((0, 0, 0), b"\x00" * 32)
+    odd = tmp_path / "odd_master.h5"
+    shutil.copy(master, odd)
+    _relink(odd, data.name)
+    code, out, _ = run(capsys, "doctor", "--master", str(odd))
+    assert code == EXIT_FAIL and "filter unavailable" in out and "32099" in out
+    assert "hdf5plugin" in out
+    with h5py.File(odd, "r") as f:
+        assert DATA_GROUP in f
