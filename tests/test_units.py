@@ -11,7 +11,14 @@ import hdf5plugin
 import numpy as np
 import pytest
 
-from id3c_eiger.geometry import EIGER2_500K, EIGER_500K, MASK_GAP, TimingError, model_by_key
+from id3c_eiger.geometry import (
+    EIGER2_500K,
+    EIGER_500K,
+    MASK_GAP,
+    TimingError,
+    check_images_per_point,
+    model_by_key,
+)
 from id3c_eiger.layout import (
     DATA_DATASET,
     MasterLayout,
@@ -156,3 +163,10 @@ def test_compression_must_be_a_plugin_choice() -> None:
     assert check_compression("BSLZ4") == "BSLZ4"
     with pytest.raises(ValueError, match=r"'bslz4' is not an HDF1:Compression choice.*BSLZ4"):
         check_compression("bslz4")
+
+
+def test_images_per_point_must_be_a_positive_integer() -> None:
+    assert check_images_per_point(5) == 5
+    for bad in (0, -1, 2.5, "5"):
+        with pytest.raises(ValueError, match=re.escape(f"images_per_point {bad!r} must be an integer >= 1")):
+            check_images_per_point(bad)

@@ -45,7 +45,13 @@ from ophyd_async.epics.adcore import (
 )
 from ophyd_async.epics.core import PvSuffix
 
-from .geometry import DATA_TYPE_BY_BITS, EIGER2_500K, DetectorModel, TimingError
+from .geometry import (
+    DATA_TYPE_BY_BITS,
+    EIGER2_500K,
+    DetectorModel,
+    TimingError,
+    check_images_per_point,
+)
 from .layout import check_compression
 from .paths import PathTemplates, ReadPathError, TemplatePathProvider, WritePathError
 
@@ -220,11 +226,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         level_trigger_mode: str = Eiger2TriggerMode.EXTERNAL_ENABLE.value,
         compression: str = "BSLZ4",
     ) -> None:
-        if not isinstance(images_per_point, int) or images_per_point < 1:
-            raise ValueError(
-                f"images_per_point {images_per_point!r} must be an integer >= 1 (frames per "
-                "trigger, cam1:NumImages)"
-            )
+        check_images_per_point(images_per_point)
         if level_trigger_mode not in LEVEL_MODES:
             raise ValueError(
                 f"level_trigger_mode {level_trigger_mode!r} is not a level trigger mode of the "

@@ -26,6 +26,7 @@ from ophyd.areadetector.trigger_mixins import ADTriggerStatus
 from ophyd.status import DeviceStatus
 from ophyd.utils.errors import UnprimedPlugin
 
+from .geometry import check_images_per_point
 from .layout import DATA_DATASET, MASTER_SUFFIX, check_compression
 from .paths import ExpandedPaths, PathTemplates, ReadPathError, WritePathError
 
@@ -221,11 +222,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         labels: list[str] | None = None,
         compression: str = "BSLZ4",
     ) -> None:
-        if not isinstance(images_per_point, int) or images_per_point < 1:
-            raise ValueError(
-                f"images_per_point {images_per_point!r} must be an integer >= 1 (frames per "
-                "trigger, cam1:NumImages)"
-            )
+        check_images_per_point(images_per_point)
         super().__init__(prefix, name=name, labels=labels or ["detectors"])
         PathTemplates(write_path_template, read_path_template)  # refuse bad templates now
         self.hdf1.write_path_template = write_path_template

@@ -110,6 +110,16 @@ class DetectorModel:
         return _pixel_mask(self)
 
 
+def check_images_per_point(images_per_point: object) -> int:
+    """``images_per_point`` if it is a frame count a trigger can take, else ValueError."""
+    if not isinstance(images_per_point, int) or images_per_point < 1:
+        raise ValueError(
+            f"images_per_point {images_per_point!r} must be an integer >= 1 (frames per "
+            "trigger, cam1:NumImages)"
+        )
+    return images_per_point
+
+
 def flagged_value(bit_depth: int) -> int:
     """The value a masked pixel reads: (2**bit_depth) - 1."""
     return (1 << bit_depth) - 1
