@@ -30,7 +30,7 @@ from common import (
     blob_detector,
     median_seconds,
     per_point_overhead,
-    start_ioc,
+    start_simulator,
 )
 from ophyd_async.core import TriggerInfo, init_devices
 
@@ -99,7 +99,7 @@ def step_scans(RE: RunEngine, sim: Sim, root: Path) -> None:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ioc = start_ioc("BENCH:", PORT, [root])
+        ioc = start_simulator("BENCH:", PORT, [root])
         try:
             sim = Sim("BENCH:")
             with open_catalog(readable_storage=[root]) as catalog:

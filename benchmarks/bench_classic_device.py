@@ -27,7 +27,7 @@ from common import (
     blob_detector,
     median_seconds,
     per_point_overhead,
-    start_ioc,
+    start_simulator,
 )
 
 from id3c_eiger.catalog import master_files, open_catalog
@@ -38,7 +38,7 @@ from id3c_eiger.layout import DATA_DATASET
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ioc = start_ioc("BENCH:", PORT, [root])
+        ioc = start_simulator("BENCH:", PORT, [root])
         try:
             sim = Sim("BENCH:")
             sim.put("cam1:AcquireTime", EXPOSURE)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import h5py
 import hdf5plugin
-from common import PORT, Sim, start_ioc
+from common import PORT, Sim, start_simulator
 
 from id3c_eiger.geometry import EIGER2_500K
 from id3c_eiger.layout import DATA_DATASET, create_data_file
@@ -86,7 +86,7 @@ def main() -> None:
         root = Path(tmp)
         raw_16 = raw_limit(root, n, period_16)
         raw_8 = raw_limit(root, n, period_8)
-        ioc = start_ioc("BENCH:", PORT, [root])
+        ioc = start_simulator("BENCH:", PORT, [root])
         try:
             sim = Sim("BENCH:")
             sim.reset(root, "bench")

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import Sim, free_port, start_ioc
+from helpers import Sim
+from id3c_eiger_sim.process import free_port, start_simulator
 
 PORT = free_port()
 os.environ["EPICS_CA_ADDR_LIST"] = f"127.0.0.1:{PORT}"
@@ -27,7 +28,7 @@ EXPOSURE = 0.001  # s, the step-scan exposure of the per-point overhead measure
 POINTS = 100
 REPEATS = 15
 
-__all__ = ["PORT", "Sim", "blob_detector", "median_seconds", "per_point_overhead", "start_ioc"]
+__all__ = ["PORT", "Sim", "blob_detector", "median_seconds", "per_point_overhead", "start_simulator"]
 
 
 def per_point_overhead(RE: object, detector: object) -> float:

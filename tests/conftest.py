@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import IocProcess, Sim, free_port, start_ioc
+from helpers import Sim
+from id3c_eiger_sim.process import SimulatorProcess, free_port, start_simulator
 
 PORTS = {"main": free_port(), "spare": free_port()}
 os.environ["EPICS_CA_ADDR_LIST"] = " ".join(f"127.0.0.1:{p}" for p in PORTS.values())
@@ -33,15 +34,15 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ioc(data_root: Path) -> IocProcess:
+def ioc(data_root: Path) -> SimulatorProcess:
     """The main simulator, prefix ``SIMT:``, for the whole session."""
-    process = start_ioc("SIMT:", PORTS["main"], [data_root])
+    process = start_simulator("SIMT:", PORTS["main"], [data_root])
     yield process
     process.stop()
 
 
 @pytest.fixture
-def sim(ioc: IocProcess, data_root: Path, request: pytest.FixtureRequest) -> Sim:
+def sim(ioc: SimulatorProcess, data_root: Path, request: pytest.FixtureRequest) -> Sim:
     """A client of the main simulator, reset to known settings and a fresh directory."""
     client = Sim(ioc.prefix)
     name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:60]

@@ -1,15 +1,8 @@
-"""Test support: start simulator processes and talk to them over real Channel Access."""
+"""Test support: talk to simulator processes over real Channel Access, and what they wrote."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +16,6 @@ from id3c_eiger.geometry import EIGER2_500K
 from id3c_eiger.layout import DATA_DATASET, read_metadata
 from id3c_eiger_sim.frames import FrameGenerator, FrameSettings
 
-IOC_START_TIMEOUT = 60.0
 SEED = 0
 CLASSIC = "id3c_eiger.devices.Eiger2Detector"
 ASYNC = "id3c_eiger.async_devices.Eiger2Detector"
@@ -31,71 +23,6 @@ ASYNC = "id3c_eiger.async_devices.Eiger2Detector"
 
 class CATimeout(Exception):
     """A Channel Access operation got no answer in time."""
-
-
-class IocStartError(Exception):
-    """The simulator process did not become ready."""
-
-
-def free_port() -> int:
-    """A TCP and UDP port free on loopback now."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-
-
-@dataclass
-class IocProcess:
-    """A simulator running as a separate process."""
-
-    prefix: str
-    port: int
-    roots: list[Path]
-    process: subprocess.Popen
-    output: list[str] = field(default_factory=list)
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> None:
-        """Stop the process (SIGINT, then SIGKILL if it lingers)."""
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
-
-
-def start_ioc(prefix: str, port: int, roots: list[Path], user: str | None = None,
-              extra: tuple[str, ...] = ()) -> IocProcess:
-    """Start ``python -m id3c_eiger_sim`` and wait for its ready line."""
-    cmd = [sys.executable, "-m", "id3c_eiger_sim", "--prefix", prefix, "--port", str(port),
-           "--seed", str(SEED), *extra]
-    for root in roots:
-        cmd += ["--data-root", str(root)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=env, user=user)
-    ioc = IocProcess(prefix, port, roots, process)
-    ready = threading.Event()
-
-    def pump() -> None:
-        for line in process.stdout:
-            ioc.output.append(line)
-            if "ready:" in line:
-                ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(IOC_START_TIMEOUT):
-        ioc.stop()
-        raise IocStartError(f"simulator did not start in {IOC_START_TIMEOUT}s: {''.join(ioc.output)}")
-    return ioc
 
 
 class Sim:

@@ -14,8 +14,9 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import Sim, expected_frames, start_ioc
+from helpers import Sim, expected_frames
 from id3c_eiger.layout import DATA_DATASET, data_file_name, read_metadata
+from id3c_eiger_sim.process import start_simulator
 
 
 def capture_refused(sim: Sim) -> str:
@@ -156,7 +157,7 @@ def test_stopping_capture_mid_stream_leaves_a_consistent_master(sim: Sim) -> Non
 
 
 def test_killing_the_ioc_mid_capture_leaves_readable_files(tmp_path: Path, spare_port) -> None:
-    ioc = start_ioc("KILL:", spare_port, [tmp_path])
+    ioc = start_simulator("KILL:", spare_port, [tmp_path])
     try:
         sim = Sim("KILL:")
         sim.reset(tmp_path, "killed")

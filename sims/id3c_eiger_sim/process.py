@@ -1,0 +1,99 @@
+"""The simulator as a separate process: start it on a loopback port, wait until it serves, stop it.
+
+Used by ``id3c-eiger demo``, the tests and the benchmarks, so each runs the same real IOC over
+real Channel Access rather than an in-process stand-in.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+START_TIMEOUT = 60.0  # s: imports, PV surface, first bind
+
+
+class SimulatorStartError(RuntimeError):
+    """The simulator process did not say it was ready in time (its output is in the message)."""
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on loopback now (Channel Access needs both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+def client_environment(port: int) -> dict[str, str]:
+    """The EPICS variables a client needs to reach a simulator on loopback ``port`` only."""
+    return {"EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}", "EPICS_CA_AUTO_ADDR_LIST": "NO"}
+
+
+@dataclass
+class SimulatorProcess:
+    """A running simulator: its prefix, port, data roots, process and output so far."""
+
+    prefix: str
+    port: int
+    roots: list[Path]
+    process: subprocess.Popen
+    output: list[str] = field(default_factory=list)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> None:
+        """Stop the process (``sig``, then SIGKILL if it lingers past ``timeout``)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+
+    def __enter__(self) -> SimulatorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_simulator(prefix: str, port: int, roots: list[Path], *, seed: int = 0,
+                    user: str | None = None, extra: tuple[str, ...] = (),
+                    timeout: float = START_TIMEOUT) -> SimulatorProcess:
+    """Start ``python -m id3c_eiger_sim`` serving ``prefix`` on loopback ``port`` and return once
+    it is ready; raises ``SimulatorStartError`` (and stops it) after ``timeout`` seconds."""
+    cmd = [sys.executable, "-m", "id3c_eiger_sim", "--prefix", prefix, "--port", str(port),
+           "--seed", str(seed), *extra]
+    for root in roots:
+        cmd += ["--data-root", str(root)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=env, user=user)
+    simulator = SimulatorProcess(prefix, port, list(roots), process)
+    ready = threading.Event()
+
+    def pump() -> None:
+        for line in process.stdout:
+            simulator.output.append(line)
+            if "ready:" in line:
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not ready.wait(timeout):
+        simulator.stop()
+        raise SimulatorStartError(
+            f"the simulator ({' '.join(cmd)}) did not become ready in {timeout:g} s; its output: "
+            f"{''.join(simulator.output).strip() or '(none)'}"
+        )
+    return simulator
