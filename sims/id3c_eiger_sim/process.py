@@ -68,6 +68,15 @@ class SimulatorProcess:
         self.stop()
 
 
+def _stop_with_parent() -> None:
+    """In the child before exec (Linux): SIGINT when the parent dies, even by SIGKILL, so a
+    simulator in its own session is never left serving."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+
+
 def start_simulator(prefix: str, port: int, roots: list[Path], *, seed: int = 0,
                     user: str | None = None, extra: tuple[str, ...] = (),
                     timeout: float = START_TIMEOUT) -> SimulatorProcess:
@@ -78,8 +87,10 @@ def start_simulator(prefix: str, port: int, roots: list[Path], *, seed: int = 0,
     for root in roots:
         cmd += ["--data-root", str(root)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
+    # A session of its own: Ctrl-C in a terminal reaches the caller, which stops it in order.
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=env, user=user)
+                               env=env, user=user, start_new_session=True,
+                               preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
     simulator = SimulatorProcess(prefix, port, list(roots), process)
     ready = threading.Event()
 

@@ -62,6 +62,46 @@ def master_files(node: Any) -> list[Path]:
     return paths
 
 
+def find_run(catalog: Catalog, run: str | int = -1) -> Any:
+    """The run ``run`` of ``catalog``: a uid (or its first 5+ characters), a scan id, or a
+    negative index (-1 is the latest). Raises ``CatalogError`` naming what is there instead."""
+    try:
+        return catalog.runs[run]
+    except (KeyError, IndexError, ValueError):  # no such uid or scan id; a uid prefix too short
+        count = len(catalog.runs)
+        latest = f"; the latest is {catalog.runs.keys().last()}" if count else ""
+        raise CatalogError(
+            f"no run {run!r} in Tiled at {catalog.address} ({count} runs{latest}). Fix: give an "
+            "existing run's uid or scan id (or -1 for the latest), or run a plan with the "
+            "RunEngine subscribed to this catalog"
+        ) from None
+
+
+def run_images(run: Any, stream: str, data_key: str) -> Any:
+    """The array ``run[stream][data_key]``, or ``CatalogError`` naming what the run holds."""
+    uid = run.metadata.get("start", {}).get("uid", "?")
+    if stream not in run:
+        raise CatalogError(f"run {uid} has no stream {stream!r} (it has: "
+                           f"{', '.join(run) or 'none'}); give the run of a plan that read the "
+                           "detector")
+    if data_key not in run[stream]:
+        raise CatalogError(f"run {uid} stream {stream!r} has no {data_key!r} (it has: "
+                           f"{', '.join(run[stream])}); give --detector the device's name")
+    return run[stream][data_key]
+
+
+def recorded_settings(stream: Any, detector: str) -> dict[str, float]:
+    """The exposure (``count_time``, s) and ``photon_energy`` (eV) a stream of a run in Tiled
+    recorded for ``detector`` in its configuration, under the names the master file uses."""
+    configuration = stream.metadata.get("configuration", {}).get(detector, {}).get("data", {})
+    found = {}
+    for key, value in configuration.items():
+        for suffix, name in (("acquire_time", "count_time"), ("photon_energy", "photon_energy")):
+            if key.endswith(suffix):
+                found[name] = float(value)
+    return found
+
+
 class EigerArrayClient(ArrayClient):
     """Tiled's array client, which names the broken link when the server cannot read a frame."""
 
@@ -118,7 +158,13 @@ class Catalog:
     runs: Any  # the CatalogOfBlueskyRuns client: cat[-1] is the latest run
     uri: str
     server: Any = None  # SimpleTiledServer when embedded
+    readable_storage: list[Path] | None = None  # where the server may read; None: not known here
     _tokens: list[tuple[RunEngine, int]] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        """The server's URI without its query (which may hold the API key), for messages."""
+        return self.uri.split("?", 1)[0]
 
     def subscribe(self, RE: RunEngine) -> TiledWriter:
         """Send every document of ``RE`` to this catalog through bluesky-tiled-plugins' TiledWriter."""
@@ -175,7 +221,9 @@ def open_catalog(
         except Exception as err:
             raise CatalogError(f"cannot connect to Tiled at {uri}: {err}. Fix: check the URI, "
                                "that the server runs, and the API key") from err
-        return Catalog(runs=runs_container(root, runs), uri=uri, server=server)
+        known = [Path(p) for p in readable_storage] if server is not None else None
+        return Catalog(runs=runs_container(root, runs), uri=uri, server=server,
+                       readable_storage=known)
     except Exception:
         if server is not None:
             server.close()

@@ -1,8 +1,8 @@
-"""The ``id3c-eiger`` command: look at EIGER master files and diagnose them.
+"""The ``id3c-eiger`` command: run the demo, look at EIGER frames, and diagnose the chain.
 
-Each subcommand is also a Python function (``inspection.inspect_master``,
-``plotting.plot_frame``, ``doctor.check_master_file``). A problem is one line on stderr naming
-the value and the fix, and a non-zero exit status; never a traceback.
+Each subcommand is also a Python function (``demo.run_demo``, ``inspection.inspect_master``,
+``plotting.plot_frame``, ``doctor.check_chain``). A problem is one line on stderr naming the value
+and the fix, and a non-zero exit status; never a traceback.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .doctor import check_master_file
+from .config import DEFAULT_DEVICES_FILE
+from .doctor import STREAM, check_chain, check_master_file
 from .inspection import format_report, inspect_master
-from .plotting import frame_from_master, plot_frame
+from .plotting import FrameImage, frame_from_images, frame_from_master, plot_frame
 
 EXIT_FAIL = 1  # the doctor found a broken hop, or a link does not resolve
 EXIT_ERROR = 2  # bad input: the command could not look at all
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 
 def _frames(text: str) -> range:
@@ -44,41 +46,112 @@ def _roi(text: str) -> tuple[int, int, int, int]:
     return y0, y1, x0, x1
 
 
+def _run_key(text: str) -> str | int:
+    """A run by uid (or its first characters), scan id, or negative index (-1: the latest)."""
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _tiled_options(parser: argparse.ArgumentParser, detector_help: str) -> None:
+    parser.add_argument("--tiled", metavar="URI", help="Tiled server, e.g. http://host:8000")
+    parser.add_argument("--api-key", help="Tiled API key (default: $TILED_API_KEY)")
+    parser.add_argument("--run", type=_run_key, default=-1,
+                        help="uid, scan id, or -1 for the latest (default)")
+    parser.add_argument("--detector", default="eiger2", help=detector_help)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="id3c-eiger", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="simulator + embedded Tiled + bp.count + a picture + "
+                               "the doctor, on this machine")
+    demo.add_argument("--directory", help="where data, catalog and picture go (default: a new "
+                      "temporary directory, kept)")
+    demo.add_argument("--points", type=int, default=10, help="points of bp.count (default 10)")
+    demo.add_argument("--exposure", type=float, default=0.1, help="s a frame (default 0.1)")
+    demo.add_argument("--devices", default=str(DEFAULT_DEVICES_FILE), help="devices file")
+    demo.add_argument("--detector", default="eiger2", help="device name (default eiger2)")
     inspect = commands.add_parser("inspect", help="a master file's tree, links and metadata")
     inspect.add_argument("master", help="path of a *_master.h5 file")
-    show = commands.add_parser("show", help="a PNG of one frame, or of frames summed")
-    show.add_argument("master", help="path of a *_master.h5 file")
+    show = commands.add_parser("show", help="a PNG of one frame, or of frames summed, from a "
+                               "master file or a run in Tiled")
+    show.add_argument("master", nargs="?", help="path of a *_master.h5 file (or give --tiled)")
     show.add_argument("--frames", type=_frames, default=range(0, 1), help="N or A:B (summed)")
     show.add_argument("--roi", type=_roi, help="Y0:Y1,X0:X1")
     show.add_argument("--vmax", type=float, help="top of the colour scale, in counts")
     show.add_argument("--output", default="frame.png", help="PNG to write (default frame.png)")
+    _tiled_options(show, "device whose <name>_image to draw (default eiger2)")
     doctor = commands.add_parser("doctor", help="check every hop; PASS or FAIL with the fix")
-    doctor.add_argument("--master", required=True,
-                        help="check this master file alone (no IOC, no Tiled)")
+    doctor.add_argument("--master", help="check this master file alone (no IOC, no Tiled)")
+    doctor.add_argument("--devices", default=str(DEFAULT_DEVICES_FILE),
+                        help="devices file naming the detector (default configs/devices.yml)")
+    doctor.add_argument("--timeout", type=float, default=2.0, help="s to wait for each PV")
+    _tiled_options(doctor, "device name in the devices file (default eiger2)")
     return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    result = run_demo(args.directory, points=args.points, exposure=args.exposure,
+                      devices_file=args.devices, detector=args.detector)
+    return 0 if result.ok else EXIT_FAIL
+
+
+def _show(args: argparse.Namespace) -> int:
+    if (args.master is None) == (args.tiled is None):
+        raise ValueError("show needs a master file or --tiled URI (with --run), not both; e.g. "
+                         "id3c-eiger show run_master.h5, or id3c-eiger show --tiled "
+                         "http://host:8000 --run -1")
+    image: FrameImage
+    if args.master is not None:
+        image = frame_from_master(args.master, args.frames)
+    else:
+        from .catalog import find_run, open_catalog, recorded_settings, run_images
+
+        with open_catalog(args.tiled, api_key=args.api_key) as catalog:
+            run = find_run(catalog, args.run)
+            images = run_images(run, STREAM, f"{args.detector}_image")
+            start = run.metadata["start"]
+            source = f"run {start['uid'][:8]} (scan {start.get('scan_id')}), {args.detector}"
+            image = frame_from_images(images, args.frames, source,
+                                      recorded_settings(run[STREAM], args.detector))
+    plot_frame(image, roi=args.roi, vmax=args.vmax, output=args.output)
+    print(f"wrote {args.output}: {image.title}")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    if args.master is not None:
+        hops = check_master_file(args.master)
+    else:
+        hops = check_chain(args.devices, detector=args.detector, tiled_uri=args.tiled,
+                           api_key=args.api_key, run=args.run, ca_timeout=args.timeout)
+    passed = True
+    for hop in hops:
+        print(hop, flush=True)
+        passed &= hop.passed
+    if passed and args.master is None and args.tiled is None:
+        print("(Tiled not checked: give --tiled URI to check the run, its files and frame 0)")
+    return 0 if passed else EXIT_FAIL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "demo":
+            return _demo(args)
         if args.command == "inspect":
             report = inspect_master(args.master)
             print(format_report(report))
             return 0 if report.ok else EXIT_FAIL
         if args.command == "show":
-            image = frame_from_master(args.master, args.frames)
-            plot_frame(image, roi=args.roi, vmax=args.vmax, output=args.output)
-            print(f"wrote {args.output}: {image.title}")
-            return 0
-        hops = list(check_master_file(args.master))
-        for hop in hops:
-            print(hop)
-        return 0 if all(hop.passed for hop in hops) else EXIT_FAIL
-    except (ValueError, IndexError, OSError) as err:
+            return _show(args)
+        return _doctor(args)
+    except KeyboardInterrupt:
+        print("id3c-eiger: interrupted; processes stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, LookupError, OSError, RuntimeError) as err:
         print(f"id3c-eiger: error: {err}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -102,6 +102,20 @@ def check_devices_file(path: str | Path) -> dict[str, list[dict[str, Any]]]:
     return content
 
 
+def device_entry(path: str | Path, name: str) -> tuple[str, dict[str, Any]]:
+    """The class path and keywords of the device called ``name`` in a checked devices file."""
+    content = check_devices_file(path)
+    for class_path, entries in content.items():
+        for kwargs in entries:
+            if kwargs.get("name") == name:
+                return class_path, kwargs
+    names = sorted(str(k.get("name")) for entries in content.values() for k in entries)
+    raise DevicesFileError(
+        f"{path} has no device named {name!r}; it names: {', '.join(names) or '(none)'}. "
+        "Fix: give one of these, or add the entry"
+    )
+
+
 def load_devices(
     path: str | Path = DEFAULT_DEVICES_FILE, *, connect: bool = True, timeout: float = CONNECT_TIMEOUT
 ) -> guarneri.Instrument:

@@ -1,7 +1,10 @@
-"""The doctor: walks the chain hop by hop and names the first that fails, with the fix.
+"""The doctor: walks the chain hop by hop and names the hop that fails, with the fix.
 
-This part checks a master file with no IOC and no Tiled: it opens, it is a master, every link
-resolves here, and a frame decodes. The IOC and Tiled hops are not written yet.
+The chain is devices file -> IOC (PVs, write path) -> shared file system (read path) -> Tiled
+(run, data source, readable storage) -> master file -> links -> data files -> frame. Each
+``check_*`` yields ``Hop`` results in that order and stops at the first failure, since the hops
+after it depend on it: the last line names the hop to fix. ``check_master_file`` needs no IOC
+and no Tiled.
 """
 
 from __future__ import annotations
@@ -9,11 +12,24 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import h5py
+import numpy as np
+from caproto import CaprotoTimeoutError, ChannelType
+from caproto.sync.client import read as ca_read
 
+from .catalog import Catalog, CatalogError, find_run, master_files, open_catalog, run_images
+from .config import DEFAULT_DEVICES_FILE, DevicesFileError, device_entry
 from .inspection import MasterFileError, inspect_master, open_master
-from .layout import DATA_DATASET
+from .layout import DATA_DATASET, check_compression
+from .paths import ExpandedPaths, PathTemplates, ReadPathError
+
+CA_TIMEOUT = 2.0  # s for each PV the doctor reads
+STREAM = "primary"  # the stream bp.count and fly_frames write the frames to
+_IOC_PVS = ("cam1:Model_RBV", "HDF1:FilePath_RBV", "HDF1:FilePathExists_RBV",
+            "HDF1:FullFileName_RBV", "HDF1:WriteMessage")
 
 
 @dataclass(frozen=True)
@@ -25,11 +41,196 @@ class Hop:
     detail: str
 
     def __str__(self) -> str:
-        return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {self.detail}"
+        detail = " ".join(self.detail.splitlines())  # one line a hop, whatever the error said
+        return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {detail}"
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """What the doctor needs of the detector's devices-file entry."""
+
+    name: str
+    prefix: str
+    templates: PathTemplates
+
+    @property
+    def data_key(self) -> str:
+        return f"{self.name}_image"
+
+
+def check_devices_entry(devices_file: str | os.PathLike[str], name: str
+                        ) -> tuple[Hop, DetectorSettings | None]:
+    """The devices-file hop: the entry exists, passes its class's signature, and its templates
+    and compression follow the rules the device applies. Returns the settings when it passes."""
+    try:
+        class_path, kwargs = device_entry(devices_file, name)
+        templates = PathTemplates(kwargs["write_path_template"], kwargs.get("read_path_template"))
+        check_compression(kwargs.get("compression", "BSLZ4"))
+    except (DevicesFileError, ValueError) as err:  # PathTemplateError is a ValueError
+        return Hop("devices file", False, f"{devices_file}: {name}: {err}"), None
+    except KeyError as err:
+        return Hop("devices file", False, f"{devices_file}: {name} has no {err} key; give the "
+                   "directory the IOC writes to, e.g. write_path_template: /data/%Y/%m/%d/"), None
+    settings = DetectorSettings(name, kwargs["prefix"], templates)
+    read = templates.read or templates.write
+    return Hop("devices file", True, f"{name} is {class_path}, prefix {settings.prefix!r}, writes "
+               f"{templates.write!r}, read as {read!r}"), settings
+
+
+def _ca_text(pv: str, timeout: float) -> str:
+    """A PV's value as text: enum strings as named, CHAR waveforms decoded."""
+    response = ca_read(pv, timeout=timeout, repeater=False)
+    if response.data_type == ChannelType.CHAR:
+        return bytes(bytearray(response.data)).split(b"\0")[0].decode(errors="replace")
+    value = response.data[0] if len(response.data) else ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def check_ioc(settings: DetectorSettings, timeout: float = CA_TIMEOUT
+              ) -> tuple[list[Hop], dict[str, str]]:
+    """The IOC hops: the PVs answer, ``FilePath_RBV`` is the write template expanded, and the IOC
+    can write there. Returns the hops (up to the first FAIL) and the values read."""
+    values: dict[str, str] = {}
+    prefix = settings.prefix
+    for suffix in _IOC_PVS:
+        try:
+            values[suffix] = _ca_text(prefix + suffix, timeout)
+        except CaprotoTimeoutError:
+            addresses = os.environ.get("EPICS_CA_ADDR_LIST", "(unset: broadcast)")
+            return [Hop("IOC answers", False,
+                        f"no answer from {prefix}{suffix} in {timeout:g} s (EPICS_CA_ADDR_LIST "
+                        f"{addresses}). Fix: start the IOC, check prefix {prefix!r} in the devices "
+                        "file, or set EPICS_CA_ADDR_LIST to reach the IOC host")], values
+    hops = [Hop("IOC answers", True, f"{prefix} serves a {values['cam1:Model_RBV']} with its "
+                "HDF5 plugin")]
+    file_path, template = values["HDF1:FilePath_RBV"], settings.templates.write
+    if not file_path:
+        hops.append(Hop("write path", False,
+                        f"{prefix}HDF1:FilePath_RBV is empty: the IOC has not been given a "
+                        f"directory yet. Fix: run one acquisition (staging puts {template!r}), "
+                        "then run the doctor again"))
+        return hops, values
+    when = settings.templates.when_written(file_path)
+    if when is None:
+        hops.append(Hop("write path", False,
+                        f"the IOC writes to {file_path!r}, which write_path_template {template!r} "
+                        "cannot produce: another client pointed the plugin elsewhere, or the "
+                        "template is not the IOC host's view. Fix: set write_path_template to "
+                        "the directory as the IOC host mounts it"))
+        return hops, values
+    hops.append(Hop("write path", True,
+                    f"FilePath_RBV {file_path!r} is write_path_template {template!r} "
+                    f"for {when:%Y-%m-%d}"))
+    if values["HDF1:FilePathExists_RBV"] != "Yes":
+        message = values["HDF1:WriteMessage"] or "FilePathExists_RBV is No"
+        hops.append(Hop("IOC can write", False,
+                        f"the IOC cannot write to {file_path!r}; IOC says: {message}. Fix: create "
+                        "that directory on the IOC host with write access for the IOC's user, "
+                        "or raise create_directory_depth so the IOC creates it"))
+        return hops, values
+    hops.append(Hop("IOC can write", True, f"FilePathExists_RBV is Yes for {file_path!r}"))
+    return hops, values
+
+
+def check_read_path(settings: DetectorSettings, ioc_values: dict[str, str]) -> Hop:
+    """The read-path hop: the directory the IOC writes, as this host reads it, exists and is
+    readable, and shows the IOC's last file."""
+    file_path = ioc_values.get("HDF1:FilePath_RBV", "")
+    when = settings.templates.when_written(file_path) if file_path else None
+    paths = settings.templates.expand(when) if when else settings.templates.expand()
+    try:
+        paths.check_readable()
+    except ReadPathError as err:
+        return Hop("read path", False, str(err))
+    last = ioc_values.get("HDF1:FullFileName_RBV", "")
+    if when is None or not last.startswith(paths.write):
+        return Hop("read path", True, f"{paths.read!r} exists and is readable here")
+    seen_here = Path(paths.read) / last[len(paths.write):]
+    if not seen_here.exists():
+        return Hop("read path", False, _different_directory(paths, last, seen_here))
+    return Hop("read path", True, f"the IOC's last file {last!r} is here as {str(seen_here)!r}")
+
+
+def _different_directory(paths: ExpandedPaths, last: str, seen_here: Path) -> str:
+    return (f"{paths.read!r} exists here but does not show the IOC's last file {last!r} "
+            f"(looked for {str(seen_here)!r}): the read and write templates name different "
+            "directories. Fix: set read_path_template to where this host mounts the IOC's "
+            f"{paths.write!r}")
+
+
+def _outside(path: Path, storage: list[Path]) -> bool:
+    return not any(os.path.commonpath([root, path]) == str(root) for root in storage)
+
+
+def check_tiled(catalog: Catalog, data_key: str, run: str | int = -1) -> Iterator[Hop]:
+    """The Tiled hops: the server answers, the run is there, has the frames, points at master
+    files that exist here inside Tiled's readable storage, whose links resolve, and Tiled's
+    frame 0 is the file's."""
+    yield Hop("Tiled answers", True, f"{catalog.address} holds {len(catalog.runs)} run(s)")
+    try:
+        node = find_run(catalog, run)
+    except CatalogError as err:
+        yield Hop("run in Tiled", False, str(err))
+        return
+    start = node.metadata.get("start", {})
+    yield Hop("run in Tiled", True, f"run {start.get('uid')} (scan {start.get('scan_id', '?')}, "
+              f"plan {start.get('plan_name', '?')}) at {catalog.address}")
+    try:
+        images = run_images(node, STREAM, data_key)
+    except CatalogError as err:
+        yield Hop("frames in the run", False, str(err))
+        return
+    yield Hop("frames in the run", True, f"{STREAM}/{data_key} has shape {images.shape}, "
+              f"{images.dtype}")
+    masters = master_files(images)
+    missing = [m for m in masters if not m.exists()]
+    outside = [m for m in masters if catalog.readable_storage is not None
+               and _outside(m, catalog.readable_storage)]
+    if not masters or missing:
+        yield Hop("data source", False,
+                  f"the run's data source {', '.join(map(str, missing)) or '(none)'} does not "
+                  "exist on this host. Fix: mount the share here at the read path the devices "
+                  "file names (the path recorded in the run), or run the doctor on the Tiled host")
+        return
+    if outside:
+        roots = ", ".join(map(str, catalog.readable_storage or []))
+        yield Hop("data source", False,
+                  f"{outside[0]} lies outside Tiled's readable storage ({roots}), so Tiled "
+                  "refuses to serve it. Fix: add the read path's root to the server's "
+                  "readable_storage (tiled serve ... -r DIR, or open_catalog(readable_storage=...))")
+        return
+    where = "inside readable storage" if catalog.readable_storage is not None else "here"
+    yield Hop("data source", True, f"{len(masters)} master file(s) {where}: {masters[0]}")
+    for master in masters:
+        hops = list(check_master_file(master))
+        yield from hops
+        if not all(hop.passed for hop in hops):
+            return
+    yield _compare_frame_0(images, masters[0])
+
+
+def _compare_frame_0(images: Any, master: Path) -> Hop:
+    """Tiled's frame 0 against the first master file's frame 0, read here with h5py."""
+    try:
+        served = np.asarray(images[0])
+    except Exception as err:  # the server's refusal arrives as any of httpx's or tiled's errors
+        return Hop("Tiled frame 0", False,
+                   f"Tiled cannot serve frame 0 ({type(err).__name__}: {err}). Fix: the Tiled "
+                   "server must read the master and its data files at the recorded paths, "
+                   "inside its readable_storage, with hdf5plugin installed; see its error.log")
+    with open_master(master) as f:
+        local = f[DATA_DATASET][0]
+    if served.shape != local.shape or not np.array_equal(served, local):
+        return Hop("Tiled frame 0", False,
+                   f"Tiled's frame 0 ({served.shape}) differs from {master}'s frame 0 "
+                   f"({local.shape}): Tiled reads another file at that path. Fix: make the Tiled "
+                   "host mount the same share at the read path")
+    return Hop("Tiled frame 0", True, f"Tiled serves frame 0 {served.shape}, equal to {master.name}'s")
 
 
 def check_master_file(path: str | os.PathLike[str]) -> Iterator[Hop]:
-    """The file hops of one master file; stops at the first failure."""
+    """The file hops of one master file (opens as a master, links resolve, a frame decodes);
+    stops at the first failure."""
     try:
         report = inspect_master(path)
     except MasterFileError as err:
@@ -45,6 +246,9 @@ def check_master_file(path: str | os.PathLike[str]) -> Iterator[Hop]:
             if link.status == "missing file" and os.path.isabs(target.target):
                 hint = (" The link holds an absolute path, as the writing host saw it: mount the "
                         "data there, or set HDF5_EXT_PREFIX / HDF5_VDS_PREFIX to where it is here.")
+            elif link.status == "missing file" and target.kind == "virtual source":
+                hint = (" Readers get zeros, not an error, for the frames of a missing virtual "
+                        "source: restore the file before trusting those frames.")
             yield Hop("links", False,
                       f"{target.link} ({target.kind}) -> {target.target!r}: {link.status}: "
                       f"{link.detail}.{hint}")
@@ -59,3 +263,40 @@ def check_master_file(path: str | os.PathLike[str]) -> Iterator[Hop]:
                   "it before reading (it registers the bitshuffle/LZ4 filters)")
         return
     yield Hop("frame decodes", True, f"frame 0 reads as {shape} with h5py {h5py.__version__}")
+
+
+def check_chain(
+    devices_file: str | os.PathLike[str] = DEFAULT_DEVICES_FILE,
+    *,
+    detector: str = "eiger2",
+    catalog: Catalog | None = None,
+    tiled_uri: str | None = None,
+    api_key: str | None = None,
+    run: str | int = -1,
+    ca_timeout: float = CA_TIMEOUT,
+) -> Iterator[Hop]:
+    """Every hop from the devices file to Tiled's frame 0, up to the first that fails. The Tiled
+    hops run when ``catalog`` (an open ``Catalog``) or ``tiled_uri`` is given, for ``run`` (a
+    uid, a scan id, or -1 for the latest)."""
+    entry_hop, settings = check_devices_entry(devices_file, detector)
+    yield entry_hop
+    if settings is None:
+        return
+    ioc_hops, values = check_ioc(settings, ca_timeout)
+    yield from ioc_hops
+    if not ioc_hops[-1].passed:
+        return
+    read_hop = check_read_path(settings, values)
+    yield read_hop
+    if not read_hop.passed or (catalog is None and tiled_uri is None):
+        return
+    if catalog is not None:
+        yield from check_tiled(catalog, settings.data_key, run)
+        return
+    try:
+        opened = open_catalog(tiled_uri, api_key=api_key)
+    except CatalogError as err:
+        yield Hop("Tiled answers", False, str(err))
+        return
+    with opened:
+        yield from check_tiled(opened, settings.data_key, run)

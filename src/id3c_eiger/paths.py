@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -59,6 +60,28 @@ def _check_template(kind: str, template: str) -> None:
             f"{kind}_path_template {template!r} is not a valid strftime template ({err}); "
             "use codes such as %Y %m %d, and write a literal % as %%"
         ) from err
+
+
+# strftime codes a directory template may use, and the text each expands to.
+_CODE_PATTERNS = {"Y": r"\d{4}", "y": r"\d{2}", "m": r"\d{2}", "d": r"\d{2}", "j": r"\d{3}",
+                  "H": r"\d{2}", "M": r"\d{2}", "S": r"\d{2}"}
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """A regex matching every expansion of a directory template, one named group per code."""
+    parts, seen = [], set()
+    for literal, code in re.findall(r"([^%]*)(%.|$)", with_separator(template)):
+        parts.append(re.escape(literal))
+        if code == "%%":
+            parts.append("%")
+        elif code[1:] in seen:
+            parts.append(f"(?P={code[1:]})")
+        elif code[1:] in _CODE_PATTERNS:
+            seen.add(code[1:])
+            parts.append(f"(?P<{code[1:]}>{_CODE_PATTERNS[code[1:]]})")
+        elif code:
+            parts.append(r"[^/]+?")  # another code (%b, %a, ...): any one path segment's text
+    return re.compile("".join(parts))
 
 
 def with_separator(path: str) -> str:
@@ -112,6 +135,23 @@ class PathTemplates:
         write = with_separator(when.strftime(self.write))
         read = write if self.read is None else with_separator(when.strftime(self.read))
         return ExpandedPaths(write=write, read=read)
+
+    def when_written(self, write_directory: str) -> datetime | None:
+        """The instant for which the write template expands to ``write_directory`` (an IOC's
+        ``FilePath_RBV``), or None when the template cannot produce that directory."""
+        match = _template_pattern(self.write).fullmatch(with_separator(write_directory))
+        if match is None:
+            return None
+        fields = {k: int(v) for k, v in match.groupdict().items()}
+        year = fields.get("Y", 2000 + fields["y"] if "y" in fields else datetime.now().year)
+        try:
+            when = datetime(year, fields.get("m", 1), fields.get("d", 1))
+            if "j" in fields:
+                when = datetime.strptime(f"{year} {fields['j']}", "%Y %j")
+            return when.replace(hour=fields.get("H", 0), minute=fields.get("M", 0),
+                                second=fields.get("S", 0))
+        except ValueError:
+            return None  # digits in the right places, but no date (e.g. month 13)
 
 
 class TemplatePathProvider:

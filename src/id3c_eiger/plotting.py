@@ -41,6 +41,19 @@ def _frame_range(frames: int | range, total: int, source: str) -> range:
     return chosen
 
 
+def _summed(stack: np.ndarray, flagged: int, mask: np.ndarray | None, chosen: range, source: str,
+            metadata: dict[str, Any]) -> FrameImage:
+    """The frames of ``stack`` (frames first) summed; a pixel is masked when ``mask`` says so or
+    when any frame gives it the flagged value."""
+    stack = stack.reshape(-1, *stack.shape[-2:])  # several images per point: every one counts
+    masked = (stack == flagged).any(axis=0)
+    if mask is not None:
+        masked |= mask != 0
+    last = chosen.stop - 1
+    which = f"frame {last}" if len(chosen) == 1 else f"frames {chosen.start}..{last} summed"
+    return FrameImage(stack.astype(np.float64).sum(axis=0), masked, f"{source}, {which}", metadata)
+
+
 def frame_from_master(path: str | os.PathLike[str], frames: int | range = 0) -> FrameImage:
     """Frame ``frames`` (or their sum) of a master file, masked by its pixel_mask and by the
     flagged value of its bit depth."""
@@ -50,13 +63,17 @@ def frame_from_master(path: str | os.PathLike[str], frames: int | range = 0) -> 
         chosen = _frame_range(frames, data.shape[0], str(path))
         stack = data[chosen.start : chosen.stop]
     bits = int(metadata.get("bit_depth_image", stack.dtype.itemsize * 8))
-    flagged = (stack == flagged_value(bits)).any(axis=0)
-    mask = metadata.get("pixel_mask")
-    masked = flagged | (mask != 0) if mask is not None else flagged
-    counts = stack.astype(np.float64).sum(axis=0)
-    last = chosen.stop - 1
-    which = f"frame {last}" if len(chosen) == 1 else f"frames {chosen.start}..{last} summed"
-    return FrameImage(counts, masked, f"{Path(path).name}, {which}", metadata)
+    return _summed(stack, flagged_value(bits), metadata.get("pixel_mask"), chosen,
+                   Path(path).name, metadata)
+
+
+def frame_from_images(images: Any, frames: int | range = 0, source: str = "images",
+                      metadata: dict[str, Any] | None = None) -> FrameImage:
+    """Frame ``frames`` (or their sum) of a stack such as ``run.primary["eiger2_image"]`` in
+    Tiled; only those frames are fetched. Pixels at the dtype's maximum are drawn as masked."""
+    chosen = _frame_range(frames, len(images), source)
+    stack = np.asarray(images[chosen.start : chosen.stop])
+    return _summed(stack, np.iinfo(stack.dtype).max, None, chosen, source, metadata or {})
 
 
 def frame_from_array(frame: Any, title: str = "") -> FrameImage:
@@ -101,7 +118,7 @@ def plot_frame(
     md = image.metadata
     details = []
     if "count_time" in md:
-        details.append(f"exposure {float(md['count_time']):g} s")
+        details.append(f"exposure {float(md['count_time']):.4g} s")
     if "photon_energy" in md:
         details.append(f"energy {float(md['photon_energy']):.0f} eV")
     axes.set_title("\n".join(filter(None, [image.title, ", ".join(details)])))

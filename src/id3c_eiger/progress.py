@@ -1,7 +1,9 @@
-"""Progress in a terminal: frames written of frames expected, rate and time left.
+"""Progress in a terminal: frames written of frames expected, or points done of points planned.
 
 ophyd-async detectors report each acquisition's progress from ``NumCaptured_RBV`` as watcher
-updates; bluesky's ``ProgressBarManager`` draws them with tqdm. This names the unit ``frames``.
+updates; bluesky's ``ProgressBarManager`` draws them with tqdm, counting ``frames``. A classic
+ophyd detector reports no progress while it waits, so step scans get a bar counting each
+point's event (``show_point_progress``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from bluesky import RunEngine
+from bluesky.callbacks.core import CallbackBase
 from bluesky.utils import ProgressBarManager, TerminalProgressBar
+from tqdm import tqdm
 
 
 class FrameProgressBar(TerminalProgressBar):
@@ -28,3 +32,40 @@ def show_frame_progress(RE: RunEngine) -> ProgressBarManager:
     manager = ProgressBarManager(FrameProgressBar)
     RE.waiting_hook = manager
     return manager
+
+
+class PointProgress(CallbackBase):
+    """A tqdm bar over the points of each run: ``count: 40%|... 4/10 [00:01<00:01, 3.9 points/s]``.
+
+    The total is the start document's ``num_points`` (bluesky's plans set it); the bar counts the
+    events of the ``primary`` stream.
+    """
+
+    def __init__(self, **tqdm_options: Any) -> None:
+        super().__init__()
+        self._options = tqdm_options
+        self._bar: tqdm | None = None
+        self._primary: set[str] = set()
+
+    def start(self, doc: dict[str, Any]) -> None:
+        self._primary.clear()
+        self._bar = tqdm(total=doc.get("num_points"), desc=doc.get("plan_name", "run"),
+                         unit=" points", **self._options)
+
+    def descriptor(self, doc: dict[str, Any]) -> None:
+        if doc.get("name") == "primary":
+            self._primary.add(doc["uid"])
+
+    def event(self, doc: dict[str, Any]) -> None:
+        if self._bar is not None and doc["descriptor"] in self._primary:
+            self._bar.update(1)
+
+    def stop(self, doc: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def show_point_progress(RE: RunEngine, **tqdm_options: Any) -> int:
+    """Draw a bar of points done for every run of ``RE``; returns the subscription token."""
+    return RE.subscribe(PointProgress(**tqdm_options))

@@ -1,0 +1,191 @@
+"""The main job on one machine: simulator + embedded Tiled + ``bp.count([eiger2], num=10)`` + a
+picture + the doctor, in a directory of its own.
+
+It uses the same pieces a beamline uses: ``configs/devices.yml`` loaded by guarneri (with the
+data directory pointed into the demo directory), the RunEngine, TiledWriter, and the reader path
+``cat[-1].primary["eiger2_image"]``. The simulator runs as its own process on a free loopback
+port and is stopped on exit, on an error and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import DEFAULT_DEVICES_FILE, device_entry
+from .doctor import STREAM, Hop, check_chain
+from .geometry import EIGER2_500K
+
+DEMO_POINTS = 10
+DEMO_EXPOSURE = 0.1  # s a frame: the demo's ten points take about a second
+SET_TIMEOUT = 10.0  # s for the IOC to confirm a setting
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run in this process or with this devices file; the message says why."""
+
+
+@dataclass
+class DemoResult:
+    """What the demo made: the run, its frames' shape, the files, the picture, the doctor's hops."""
+
+    directory: Path
+    uid: str
+    shape: tuple[int, ...]
+    masters: list[Path]
+    picture: Path
+    hops: list[Hop] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Every hop passed."""
+        return all(hop.passed for hop in self.hops)
+
+
+def demo_devices_file(source: Path, data_root: Path, destination: Path) -> Path:
+    """``source`` with every device's write and read templates under ``data_root`` (same
+    ``%Y/%m/%d/`` layout), written to ``destination``."""
+    content = yaml.safe_load(source.read_text())  # anchors and << merges are expanded here
+    for entries in content.values():
+        for entry in entries:
+            if "write_path_template" in entry:
+                entry["write_path_template"] = f"{data_root}/%Y/%m/%d/"
+                entry["read_path_template"] = f"{data_root}/%Y/%m/%d/"
+    destination.write_text(yaml.safe_dump(content, sort_keys=False))
+    return destination
+
+
+def _check_fresh_channel_access() -> None:
+    """libca reads its address list when the first channel is made; a process that already made
+    one cannot reach the simulator's private port."""
+    epics = sys.modules.get("epics")
+    if epics is not None and epics.ca._chid_cache:  # pyepics' record of channels made so far
+        raise DemoError("Channel Access channels already exist in this process, made with "
+                        "another address list; run the demo in a fresh process: id3c-eiger demo")
+
+
+class _DropRecord(logging.Filter):
+    """Drops log records with one exact message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.message
+
+
+def _exposure_signals(detector: Any) -> tuple[Any, Any]:
+    """AcquireTime and AcquirePeriod of either flavour (classic ``cam``, ophyd-async ``driver``)."""
+    driver = getattr(detector, "cam", None) or detector.driver
+    return driver.acquire_time, driver.acquire_period
+
+
+def run_demo(
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    points: int = DEMO_POINTS,
+    exposure: float = DEMO_EXPOSURE,
+    devices_file: str | os.PathLike[str] = DEFAULT_DEVICES_FILE,
+    detector: str = "eiger2",
+    echo: Callable[[str], None] = print,
+) -> DemoResult:
+    """Run the demo in ``directory`` (a new temporary one by default, kept for a look after).
+
+    Data go to ``directory/data``, the Tiled catalog to ``directory/tiled``, the picture of frame
+    0 to ``directory/<detector>_frame0.png``.
+    """
+    _check_fresh_channel_access()
+    from id3c_eiger_sim.process import client_environment, free_port, start_simulator
+
+    directory = Path(directory or tempfile.mkdtemp(prefix="id3c-eiger-demo-")).resolve()
+    data_root = directory / "data"
+    data_root.mkdir(parents=True, exist_ok=True)
+    devices = demo_devices_file(Path(devices_file), data_root, directory / "devices.yml")
+    _class_path, entry = device_entry(devices, detector)
+    port = free_port()
+    os.environ.update(client_environment(port))
+
+    echo(f"starting the simulated EIGER2 IOC ({entry['prefix']}, loopback port {port}) ...")
+    simulator = start_simulator(entry["prefix"], port, [data_root])
+    try:
+        return _run(directory, devices, detector, points, exposure, echo)
+    finally:
+        simulator.stop()
+        echo("simulator stopped")
+
+
+def _run(directory: Path, devices: Path, detector: str, points: int, exposure: float,
+         echo: Callable[[str], None]) -> DemoResult:
+    """The demo once the simulator serves: the RunEngine and the devices, then the rest."""
+    import ophyd  # noqa: F401  (installs its PV class into pyepics before any PV exists)
+    from bluesky import RunEngine
+
+    from .config import load_devices
+
+    RE = RunEngine({}, call_returns_result=False)  # first: ophyd-async devices connect in its loop
+    eiger2 = load_devices(devices).devices[detector]
+    return _count_and_look(RE, eiger2, directory, devices, detector, points, exposure, echo)
+
+
+def _count_and_look(RE: Any, eiger2: Any, directory: Path, devices: Path, detector: str,
+                    points: int, exposure: float, echo: Callable[[str], None]) -> DemoResult:
+    """``bp.count`` into an embedded Tiled, frame 0 from ``cat[-1]`` drawn, and the doctor."""
+    import bluesky.plan_stubs as bps
+    import bluesky.plans as bp
+    from bluesky.utils import RunEngineInterrupted
+
+    from .catalog import master_files, open_catalog, recorded_settings
+    from .plotting import frame_from_images, plot_frame
+    from .progress import show_point_progress
+
+    with open_catalog(readable_storage=[directory / "data"], directory=directory / "tiled") as cat:
+        cat.subscribe(RE)
+        show_point_progress(RE)
+        echo(f"embedded Tiled at {cat.address}; running bp.count([{detector}], num={points}) ...")
+        acquire_time, acquire_period = _exposure_signals(eiger2)
+        try:
+            # Period first (exposure + dead time), then exposure: neither put makes the IOC
+            # adjust the other, so each readback equals its setpoint.
+            period = exposure + EIGER2_500K.dead_time
+            RE(bps.abs_set(acquire_period, period, wait=True, timeout=SET_TIMEOUT))
+            RE(bps.abs_set(acquire_time, exposure, wait=True, timeout=SET_TIMEOUT))
+            (uid,) = RE(bp.count([eiger2], num=points))
+        except RunEngineInterrupted:
+            # Ctrl-C paused the run: end it as aborted. The RunEngine would also log the abort
+            # with a traceback; the user asked for it, so one line says it instead.
+            logger = RE.log.logger
+            quiet = _DropRecord("Run aborted")
+            logger.addFilter(quiet)
+            try:
+                RE.abort("interrupted from the keyboard")
+            finally:
+                logger.removeFilter(quiet)
+            echo("run aborted; what it wrote so far stays in the files and in Tiled")
+            raise KeyboardInterrupt from None
+        run = cat.runs[-1]
+        images = run[STREAM][f"{detector}_image"]
+        masters = master_files(images)
+        echo(f'cat[-1].primary["{detector}_image"]: shape {images.shape}, {images.dtype}')
+        for master in masters:
+            echo(f"  master file: {master}")
+        picture = directory / f"{detector}_frame0.png"
+        title = f"run {uid[:8]} (scan {run.metadata['start'].get('scan_id')}), {detector}"
+        image = frame_from_images(images, 0, title, recorded_settings(run[STREAM], detector))
+        plot_frame(image, output=picture)
+        echo(f"frame 0 drawn: {picture}")
+        echo("doctor:")
+        hops = []
+        for hop in check_chain(devices, detector=detector, catalog=cat, run=uid):
+            echo(f"  {hop}")
+            hops.append(hop)
+    echo(f"files kept in {directory}; look again with: id3c-eiger inspect {masters[0]}")
+    return DemoResult(directory, uid, tuple(images.shape), masters, picture, hops)

@@ -1,0 +1,93 @@
+"""``id3c-eiger demo``, the README's run-it command, as a user runs it: a fresh process that starts
+the simulator and an embedded Tiled, counts, reads through Tiled, draws frame 0, runs the doctor,
+and leaves no process behind, also when interrupted with Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import matplotlib.image
+import numpy as np
+import psutil
+import pytest
+
+from helpers import Sim, expected_frames
+from id3c_eiger.cli import EXIT_INTERRUPTED
+from id3c_eiger.demo import DemoError, run_demo
+from id3c_eiger.layout import DATA_DATASET
+from id3c_eiger.plotting import MASK_COLOUR
+
+DEMO_TIMEOUT = 240.0  # s: generous for 2 loaded cores; the demo takes ~20 s here
+
+
+def demo_command(directory: Path, points: int, exposure: float) -> list[str]:
+    return [sys.executable, "-m", "id3c_eiger.cli", "demo", "--directory", str(directory),
+            "--points", str(points), "--exposure", str(exposure)]
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without the test session's EPICS settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
+
+
+def simulators_serving(directory: Path) -> list[psutil.Process]:
+    """Simulator processes writing under ``directory`` (the demo's own)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "id3c_eiger_sim" in cmdline and str(directory / "data") in cmdline:
+            found.append(process)
+    return found
+
+
+def test_demo_counts_reads_draws_and_diagnoses(tmp_path) -> None:
+    result = subprocess.run(demo_command(tmp_path, 3, 0.01), capture_output=True, text=True,
+                            env=clean_environment(), timeout=DEMO_TIMEOUT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert 'cat[-1].primary["eiger2_image"]: shape (3, 512, 1028)' in out
+    doctor = [line.strip() for line in out.splitlines() if line.strip()[:4] in ("PASS", "FAIL")]
+    assert len(doctor) == 13 and all(line.startswith("PASS") for line in doctor)
+    assert "Traceback" not in result.stderr
+    # The picture is frame 0: 512 x 1028 inside the axes, masked pixels magenta.
+    pixels = matplotlib.image.imread(tmp_path / "eiger2_frame0.png")[..., :3]
+    assert np.all(np.isclose(pixels, MASK_COLOUR, atol=0.02), axis=-1).sum() > 50
+    (master,) = sorted((tmp_path / "data").rglob("*_master.h5"))
+    assert f"master file: {master}" in out
+    with h5py.File(master, "r") as f:
+        np.testing.assert_array_equal(f[DATA_DATASET][0], expected_frames(master, range(1))[0])
+    assert not simulators_serving(tmp_path)
+
+
+def test_ctrl_c_stops_the_run_and_the_simulator(tmp_path) -> None:
+    demo = subprocess.Popen(demo_command(tmp_path, 500, 0.05), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=clean_environment())
+    try:
+        deadline = time.monotonic() + DEMO_TIMEOUT
+        for line in demo.stdout:  # the count has begun once this line is out
+            if "running bp.count" in line or time.monotonic() > deadline:
+                break
+        assert simulators_serving(tmp_path), "the demo's simulator should be running"
+        time.sleep(2.0)
+        demo.send_signal(signal.SIGINT)
+        out, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == EXIT_INTERRUPTED, err
+    assert "interrupted; processes stopped" in err and "Traceback" not in err
+    assert "simulator stopped" in out
+    assert not simulators_serving(tmp_path)
+
+
+def test_demo_refuses_a_process_whose_channel_access_is_taken(sim: Sim, tmp_path) -> None:
+    sim.get("cam1:Model_RBV")  # this process now has channels on the session's address list
+    with pytest.raises(DemoError, match="fresh process"):
+        run_demo(tmp_path)
+    assert not list(tmp_path.iterdir())  # refused before making anything

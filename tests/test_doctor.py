@@ -1,0 +1,193 @@
+"""The doctor over the whole chain (devices file, IOC over CA, read path, Tiled, files, frame 0),
+against the simulator process and an embedded Tiled server: every hop passes on a good run, and
+each broken hop is named with its fix, one FAIL line, non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bluesky.plans as bp
+import h5py
+import matplotlib.image
+import numpy as np
+import pytest
+import yaml
+
+from helpers import CLASSIC, Sim, expected_frames, load_eiger2
+from id3c_eiger.catalog import master_files
+from id3c_eiger.cli import EXIT_ERROR, EXIT_FAIL, main
+from id3c_eiger.doctor import check_chain, check_master_file
+from id3c_eiger.layout import DATA_DATASET, data_file_name
+from id3c_eiger.plotting import MASK_COLOUR
+from id3c_eiger_sim.process import free_port
+
+CHAIN = ["devices file", "IOC answers", "write path", "IOC can write", "read path",
+         "Tiled answers", "run in Tiled", "frames in the run", "data source", "master file",
+         "links", "frame decodes", "Tiled frame 0"]
+
+
+@pytest.fixture
+def counted(tmp_path, sim, RE) -> tuple[Path, str]:
+    """A 2-point classic count into ``<sim dir>/%Y/%m/%d``: (devices file, run uid)."""
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/%Y/%m/%d/")
+    (uid,) = RE(bp.count([eiger2], num=2))
+    return tmp_path / "devices.yml", uid
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return status, out, err
+
+
+def failing(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("FAIL")]
+
+
+def rewrite(devices: Path, **changes: str) -> Path:
+    """The devices file with keys of its eiger2 entry changed."""
+    content = yaml.safe_load(devices.read_text())
+    content[CLASSIC][0].update(changes)
+    devices.write_text(yaml.safe_dump(content))
+    return devices
+
+
+def test_every_hop_passes_on_a_good_run(counted, catalog, capsys) -> None:
+    devices, uid = counted
+    hops = list(check_chain(devices, catalog=catalog, run=uid))
+    assert [hop.name for hop in hops] == CHAIN
+    assert all(hop.passed for hop in hops), [str(h) for h in hops if not h.passed]
+    assert "(2, 512, 1028)" in hops[CHAIN.index("frames in the run")].detail
+    # The same from the command line, with the URI of the (here embedded) server.
+    status, out, _ = run(capsys, "doctor", "--devices", str(devices), "--tiled", catalog.uri,
+                         "--run", uid)
+    assert status == 0 and len(out.splitlines()) == len(CHAIN) and not failing(out)
+    assert "api_key" not in out  # the URI is shown without its key
+
+
+def test_ioc_that_does_not_answer_is_named_with_the_prefix(counted, capsys) -> None:
+    devices = rewrite(counted[0], prefix="NOSUCHIOC:")
+    status, out, _ = run(capsys, "doctor", "--devices", str(devices), "--timeout", "0.5")
+    assert status == EXIT_FAIL
+    (line,) = failing(out)
+    assert line.startswith("FAIL  IOC answers") and "'NOSUCHIOC:'" in line
+    assert "EPICS_CA_ADDR_LIST" in line
+
+
+@pytest.mark.parametrize(
+    ("change", "hop", "named", "fix"),
+    [
+        ({"write_path_template": "data/%Y/"}, "devices file", "is not absolute", "start it with"),
+        ({"write_path_template": "/elsewhere/%Y/%m/%d/"}, "write path", "cannot produce",
+         "set write_path_template"),
+        ({"read_path_template": "/nonexistent/%Y/%m/%d/"}, "read path", "does not exist here",
+         "set read_path_template"),
+        ({"compression": "ZIP9"}, "devices file", "'ZIP9'", "use one of"),
+    ],
+)
+def test_devices_file_that_disagrees_with_the_ioc_names_the_hop(counted, capsys, change, hop,
+                                                                named, fix) -> None:
+    devices = rewrite(counted[0], **change)
+    status, out, _ = run(capsys, "doctor", "--devices", str(devices))
+    assert status == EXIT_FAIL
+    (line,) = failing(out)
+    assert line.startswith(f"FAIL  {hop}:") and named in line and fix in line
+
+
+def test_read_path_showing_another_directory_is_caught(counted, tmp_path, capsys) -> None:
+    other = tmp_path / "other-share"
+    devices, _ = counted
+    written = yaml.safe_load(devices.read_text())[CLASSIC][0]["write_path_template"]
+    Path(datetime_expand(f"{other}/%Y/%m/%d/")).mkdir(parents=True)
+    rewrite(devices, read_path_template=f"{other}/%Y/%m/%d/")
+    status, out, _ = run(capsys, "doctor", "--devices", str(devices))
+    (line,) = failing(out)
+    assert status == EXIT_FAIL and line.startswith("FAIL  read path")
+    assert "does not show the IOC's last file" in line and datetime_expand(written) in line
+
+
+def datetime_expand(template: str) -> str:
+    from datetime import datetime
+
+    return datetime.now().strftime(template)
+
+
+def test_directory_the_ioc_cannot_write_is_named(sim, tmp_path, capsys) -> None:
+    """The IOC's FilePath fits the template but lies outside the simulator's data roots."""
+    outside = f"/id3c-no-such-root/{datetime_expand('%Y')}/"
+    sim.put("HDF1:FilePath", outside)
+    sim.wait_for("HDF1:FilePathExists_RBV", "No")
+    devices = tmp_path / "devices.yml"
+    devices.write_text(yaml.safe_dump({CLASSIC: [{"name": "eiger2", "prefix": sim.prefix,
+                                                  "write_path_template": "/id3c-no-such-root/%Y/"}]}))
+    status, out, _ = run(capsys, "doctor", "--devices", str(devices))
+    (line,) = failing(out)
+    assert status == EXIT_FAIL and line.startswith("FAIL  IOC can write") and outside in line
+
+
+def test_tiled_that_refuses_and_a_run_that_does_not_exist(counted, catalog, capsys) -> None:
+    devices, _ = counted
+    refused = f"http://127.0.0.1:{free_port()}"
+    status, out, _ = run(capsys, "doctor", "--devices", str(devices), "--tiled", refused)
+    (line,) = failing(out)
+    assert status == EXIT_FAIL and line.startswith("FAIL  Tiled answers") and refused in line
+    status, out, _ = run(capsys, "doctor", "--devices", str(devices), "--tiled", catalog.uri,
+                         "--run", "0000000-no-such-run")
+    (line,) = failing(out)
+    assert status == EXIT_FAIL and line.startswith("FAIL  run in Tiled")
+    assert "'0000000-no-such-run'" in line and "the latest is" in line
+    # show: the same bad input is one error line and status 2.
+    for argv in (["--tiled", refused], ["--tiled", catalog.uri, "--run", "0000000-no-such-run"]):
+        status, _, err = run(capsys, "show", *argv, "--output", "unused.png")
+        assert status == EXIT_ERROR and err.count("\n") == 1 and "Fix" in err
+
+
+def test_data_outside_tileds_readable_storage_is_named(tmp_path, sim, RE, catalog) -> None:
+    """The read path is a second mount of the IOC's directory that Tiled was not told about."""
+    mount = tmp_path / "unlisted-mount"
+    mount.symlink_to(sim.directory, target_is_directory=True)
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/", f"{mount}/")
+    (uid,) = RE(bp.count([eiger2], num=1))
+    hops = list(check_chain(tmp_path / "devices.yml", catalog=catalog, run=uid))
+    assert hops[-1].name == "data source" and not hops[-1].passed
+    assert "outside Tiled's readable storage" in hops[-1].detail and str(mount) in hops[-1].detail
+
+
+def test_missing_data_file_of_a_run_stops_at_links(counted, catalog) -> None:
+    devices, uid = counted
+    (master,) = master_files(catalog.runs[uid].primary["eiger2_image"])
+    os.remove(master.parent / data_file_name(master, 1))
+    hops = list(check_chain(devices, catalog=catalog, run=uid))
+    assert [h.name for h in hops][-1] == "links" and not hops[-1].passed
+    assert data_file_name(master, 1) in hops[-1].detail
+
+
+def test_missing_virtual_source_is_named_with_the_zeros_warning(sim: Sim) -> None:
+    """A v2024.2 series over three data files: the master's frames are a virtual dataset, which
+    reads a missing source as zeros rather than failing."""
+    sim.put("cam1:FWNImagesPerFile", 2)
+    master = sim.stream(5)
+    with h5py.File(master, "r") as f:
+        assert f[DATA_DATASET].is_virtual
+    os.remove(master.parent / data_file_name(master, 2))
+    with h5py.File(master, "r") as f:
+        assert not f[DATA_DATASET][2].any()  # the silent failure the doctor is there to catch
+    hops = list(check_master_file(master))
+    assert hops[-1].name == "links" and not hops[-1].passed
+    assert "virtual source" in hops[-1].detail and "zeros" in hops[-1].detail
+    assert data_file_name(master, 2) in hops[-1].detail
+
+
+def test_show_draws_frames_of_a_run_in_tiled(counted, catalog, tmp_path, capsys) -> None:
+    _, uid = counted
+    png = tmp_path / "run.png"
+    status, out, _ = run(capsys, "show", "--tiled", catalog.uri, "--run", uid, "--frames", "0:2",
+                         "--output", str(png))
+    assert status == 0 and f"run {uid[:8]}" in out and "frames 0..1 summed" in out
+    pixels = matplotlib.image.imread(png)[..., :3]
+    assert np.all(np.isclose(pixels, MASK_COLOUR, atol=0.02), axis=-1).sum() > 50
+    (master,) = master_files(catalog.runs[uid].primary["eiger2_image"])
+    np.testing.assert_array_equal(catalog.runs[uid].primary["eiger2_image"][1],
+                                  expected_frames(master, range(1, 2))[0])
