@@ -1,13 +1,15 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    install into .venv, then start the simulated EIGER2 IOC
+#   make run    install into .venv, then run the demo (simulator + embedded Tiled + bp.count +
+#               a picture + the doctor)
 #   make test   install into .venv, then lint and run the test suite
+# make sim starts the simulated EIGER2 IOC alone, for your own client.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DATA_ROOT ?= /tmp/id3c-eiger-data
 
-.PHONY: run test install benchmark clean
+.PHONY: run sim test install benchmark clean
 
 install: $(STAMP)
 
@@ -18,6 +20,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/id3c-eiger demo
+
+sim: $(STAMP)
 	mkdir -p $(DATA_ROOT)
 	$(BIN)/id3c-eiger-sim --data-root $(DATA_ROOT)
 

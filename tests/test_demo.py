@@ -82,7 +82,7 @@ def test_ctrl_c_stops_the_run_and_the_simulator(tmp_path) -> None:
             demo.kill()
     assert demo.returncode == EXIT_INTERRUPTED, err
     assert "interrupted; processes stopped" in err and "Traceback" not in err
-    assert "simulator stopped" in out
+    assert "Tiled and simulator stopped" in out
     assert not simulators_serving(tmp_path)
 
 

@@ -89,6 +89,74 @@ def _exposure_signals(detector: Any) -> tuple[Any, Any]:
     return driver.acquire_time, driver.acquire_period
 
 
+@dataclass
+class SimulatedBeamline:
+    """A one-machine beamline: the simulator process, the RunEngine, the devices of the devices
+    file (data under ``directory/data``) and an embedded Tiled catalog subscribed to the RunEngine.
+
+    ``cat`` is the catalog of runs, so ``cat[-1]`` is the latest run, as at the beamline.
+    ``close()`` (or leaving a ``with`` block) stops the server and the simulator.
+    """
+
+    directory: Path
+    devices_file: Path
+    RE: Any
+    devices: Any  # guarneri's devices: devices["eiger2"]
+    catalog: Any  # id3c_eiger.catalog.Catalog
+    simulator: Any  # id3c_eiger_sim.process.SimulatorProcess
+
+    @property
+    def cat(self) -> Any:
+        return self.catalog.runs
+
+    @classmethod
+    def start(cls, directory: str | os.PathLike[str] | None = None, *,
+              devices_file: str | os.PathLike[str] = DEFAULT_DEVICES_FILE,
+              detector: str = "eiger2", echo: Callable[[str], None] = print) -> SimulatedBeamline:
+        """Start everything in ``directory`` (a new temporary one by default, kept after)."""
+        _check_fresh_channel_access()
+        from id3c_eiger_sim.process import client_environment, free_port, start_simulator
+
+        directory = Path(directory or tempfile.mkdtemp(prefix="id3c-eiger-demo-")).resolve()
+        data_root = directory / "data"
+        data_root.mkdir(parents=True, exist_ok=True)
+        devices = demo_devices_file(Path(devices_file), data_root, directory / "devices.yml")
+        _class_path, entry = device_entry(devices, detector)
+        port = free_port()
+        os.environ.update(client_environment(port))
+        echo(f"starting the simulated EIGER2 IOC ({entry['prefix']}, loopback port {port}) ...")
+        simulator = start_simulator(entry["prefix"], port, [data_root])
+        try:
+            import ophyd  # noqa: F401  (installs its PV class into pyepics before any PV exists)
+            from bluesky import RunEngine
+
+            from .catalog import open_catalog
+            from .config import load_devices
+
+            RE = RunEngine({}, call_returns_result=False)  # first: ophyd-async connects in its loop
+            loaded = load_devices(devices).devices
+            catalog = open_catalog(readable_storage=[data_root], directory=directory / "tiled")
+        except BaseException:
+            simulator.stop()
+            raise
+        catalog.subscribe(RE)
+        echo(f"embedded Tiled at {catalog.address}")
+        return cls(directory, devices, RE, loaded, catalog, simulator)
+
+    def close(self) -> None:
+        """Stop the Tiled server and the simulator; the files stay."""
+        try:
+            self.catalog.close()
+        finally:
+            self.simulator.stop()
+
+    def __enter__(self) -> SimulatedBeamline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def run_demo(
     directory: str | os.PathLike[str] | None = None,
     *,
@@ -103,89 +171,67 @@ def run_demo(
     Data go to ``directory/data``, the Tiled catalog to ``directory/tiled``, the picture of frame
     0 to ``directory/<detector>_frame0.png``.
     """
-    _check_fresh_channel_access()
-    from id3c_eiger_sim.process import client_environment, free_port, start_simulator
-
-    directory = Path(directory or tempfile.mkdtemp(prefix="id3c-eiger-demo-")).resolve()
-    data_root = directory / "data"
-    data_root.mkdir(parents=True, exist_ok=True)
-    devices = demo_devices_file(Path(devices_file), data_root, directory / "devices.yml")
-    _class_path, entry = device_entry(devices, detector)
-    port = free_port()
-    os.environ.update(client_environment(port))
-
-    echo(f"starting the simulated EIGER2 IOC ({entry['prefix']}, loopback port {port}) ...")
-    simulator = start_simulator(entry["prefix"], port, [data_root])
+    beamline = SimulatedBeamline.start(directory, devices_file=devices_file, detector=detector,
+                                       echo=echo)
     try:
-        return _run(directory, devices, detector, points, exposure, echo)
+        result = _count_and_look(beamline, detector, points, exposure, echo)
     finally:
-        simulator.stop()
-        echo("simulator stopped")
+        beamline.close()
+        echo("Tiled and simulator stopped")
+    echo(f"files kept in {result.directory}; look again with: id3c-eiger inspect "
+         f"{result.masters[0]}")
+    return result
 
 
-def _run(directory: Path, devices: Path, detector: str, points: int, exposure: float,
-         echo: Callable[[str], None]) -> DemoResult:
-    """The demo once the simulator serves: the RunEngine and the devices, then the rest."""
-    import ophyd  # noqa: F401  (installs its PV class into pyepics before any PV exists)
-    from bluesky import RunEngine
-
-    from .config import load_devices
-
-    RE = RunEngine({}, call_returns_result=False)  # first: ophyd-async devices connect in its loop
-    eiger2 = load_devices(devices).devices[detector]
-    return _count_and_look(RE, eiger2, directory, devices, detector, points, exposure, echo)
-
-
-def _count_and_look(RE: Any, eiger2: Any, directory: Path, devices: Path, detector: str,
-                    points: int, exposure: float, echo: Callable[[str], None]) -> DemoResult:
-    """``bp.count`` into an embedded Tiled, frame 0 from ``cat[-1]`` drawn, and the doctor."""
+def _count_and_look(beamline: SimulatedBeamline, detector: str, points: int, exposure: float,
+                    echo: Callable[[str], None]) -> DemoResult:
+    """``bp.count`` into the embedded Tiled, frame 0 from ``cat[-1]`` drawn, and the doctor."""
     import bluesky.plan_stubs as bps
     import bluesky.plans as bp
     from bluesky.utils import RunEngineInterrupted
 
-    from .catalog import master_files, open_catalog, recorded_settings
+    from .catalog import master_files, recorded_settings
     from .plotting import frame_from_images, plot_frame
     from .progress import show_point_progress
 
-    with open_catalog(readable_storage=[directory / "data"], directory=directory / "tiled") as cat:
-        cat.subscribe(RE)
-        show_point_progress(RE)
-        echo(f"embedded Tiled at {cat.address}; running bp.count([{detector}], num={points}) ...")
-        acquire_time, acquire_period = _exposure_signals(eiger2)
+    RE, eiger2, directory = beamline.RE, beamline.devices[detector], beamline.directory
+    show_point_progress(RE)
+    echo(f"running bp.count([{detector}], num={points}) ...")
+    acquire_time, acquire_period = _exposure_signals(eiger2)
+    try:
+        # Period first (exposure + dead time), then exposure: neither put makes the IOC
+        # adjust the other, so each readback equals its setpoint.
+        period = exposure + EIGER2_500K.dead_time
+        RE(bps.abs_set(acquire_period, period, wait=True, timeout=SET_TIMEOUT))
+        RE(bps.abs_set(acquire_time, exposure, wait=True, timeout=SET_TIMEOUT))
+        (uid,) = RE(bp.count([eiger2], num=points))
+    except RunEngineInterrupted:
+        # Ctrl-C paused the run: end it as aborted. The RunEngine would also log the abort
+        # with a traceback; the user asked for it, so one line says it instead.
+        logger = RE.log.logger
+        quiet = _DropRecord("Run aborted")
+        logger.addFilter(quiet)
         try:
-            # Period first (exposure + dead time), then exposure: neither put makes the IOC
-            # adjust the other, so each readback equals its setpoint.
-            period = exposure + EIGER2_500K.dead_time
-            RE(bps.abs_set(acquire_period, period, wait=True, timeout=SET_TIMEOUT))
-            RE(bps.abs_set(acquire_time, exposure, wait=True, timeout=SET_TIMEOUT))
-            (uid,) = RE(bp.count([eiger2], num=points))
-        except RunEngineInterrupted:
-            # Ctrl-C paused the run: end it as aborted. The RunEngine would also log the abort
-            # with a traceback; the user asked for it, so one line says it instead.
-            logger = RE.log.logger
-            quiet = _DropRecord("Run aborted")
-            logger.addFilter(quiet)
-            try:
-                RE.abort("interrupted from the keyboard")
-            finally:
-                logger.removeFilter(quiet)
-            echo("run aborted; what it wrote so far stays in the files and in Tiled")
-            raise KeyboardInterrupt from None
-        run = cat.runs[-1]
-        images = run[STREAM][f"{detector}_image"]
-        masters = master_files(images)
-        echo(f'cat[-1].primary["{detector}_image"]: shape {images.shape}, {images.dtype}')
-        for master in masters:
-            echo(f"  master file: {master}")
-        picture = directory / f"{detector}_frame0.png"
-        title = f"run {uid[:8]} (scan {run.metadata['start'].get('scan_id')}), {detector}"
-        image = frame_from_images(images, 0, title, recorded_settings(run[STREAM], detector))
-        plot_frame(image, output=picture)
-        echo(f"frame 0 drawn: {picture}")
-        echo("doctor:")
-        hops = []
-        for hop in check_chain(devices, detector=detector, catalog=cat, run=uid):
-            echo(f"  {hop}")
-            hops.append(hop)
-    echo(f"files kept in {directory}; look again with: id3c-eiger inspect {masters[0]}")
+            RE.abort("interrupted from the keyboard")
+        finally:
+            logger.removeFilter(quiet)
+        echo("run aborted; what it wrote so far stays in the files and in Tiled")
+        raise KeyboardInterrupt from None
+    run = beamline.cat[-1]
+    images = run[STREAM][f"{detector}_image"]
+    masters = master_files(images)
+    echo(f'cat[-1].primary["{detector}_image"]: shape {images.shape}, {images.dtype}')
+    for master in masters:
+        echo(f"  master file: {master}")
+    picture = directory / f"{detector}_frame0.png"
+    title = f"run {uid[:8]} (scan {run.metadata['start'].get('scan_id')}), {detector}"
+    image = frame_from_images(images, 0, title, recorded_settings(run[STREAM], detector))
+    plot_frame(image, output=picture)
+    echo(f"frame 0 drawn: {picture}")
+    echo("doctor:")
+    hops = []
+    for hop in check_chain(beamline.devices_file, detector=detector, catalog=beamline.catalog,
+                           run=uid):
+        echo(f"  {hop}")
+        hops.append(hop)
     return DemoResult(directory, uid, tuple(images.shape), masters, picture, hops)
