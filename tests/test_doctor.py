@@ -5,6 +5,7 @@ each broken hop is named with its fix, one FAIL line, non-zero exit, no tracebac
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 
 import bluesky.plans as bp
@@ -52,6 +53,11 @@ def rewrite(devices: Path, **changes: str) -> Path:
     content[CLASSIC][0].update(changes)
     devices.write_text(yaml.safe_dump(content))
     return devices
+
+
+def datetime_expand(template: str) -> str:
+    """``template`` expanded for now, as the device expands it at stage."""
+    return datetime.now().strftime(template)
 
 
 def test_every_hop_passes_on_a_good_run(counted, catalog, capsys) -> None:
@@ -106,12 +112,6 @@ def test_read_path_showing_another_directory_is_caught(counted, tmp_path, capsys
     (line,) = failing(out)
     assert status == EXIT_FAIL and line.startswith("FAIL  read path")
     assert "does not show the IOC's last file" in line and datetime_expand(written) in line
-
-
-def datetime_expand(template: str) -> str:
-    from datetime import datetime
-
-    return datetime.now().strftime(template)
 
 
 def test_directory_the_ioc_cannot_write_is_named(sim, tmp_path, capsys) -> None:

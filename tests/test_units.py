@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import datetime
 from pathlib import Path
 
 import h5py
@@ -27,6 +28,7 @@ from id3c_eiger.layout import (
     plan_parts,
     series_stem,
 )
+from id3c_eiger.paths import PathTemplates
 from id3c_eiger_sim.engine import AcquisitionEngine, AcquisitionPlan, TriggerMode
 from id3c_eiger_sim.frames import POOL_SIZE, FrameGenerator, FrameSettings, build_pool
 from id3c_eiger_sim.roots import DataRoots, PathRefused, expand_template
@@ -170,3 +172,22 @@ def test_images_per_point_must_be_a_positive_integer() -> None:
     for bad in (0, -1, 2.5, "5"):
         with pytest.raises(ValueError, match=re.escape(f"images_per_point {bad!r} must be an integer >= 1")):
             check_images_per_point(bad)
+
+
+@pytest.mark.parametrize(
+    ("write", "directory", "when"),
+    [
+        ("/data/%Y/%m/%d/", "/data/2026/11/24", datetime(2026, 11, 24)),
+        ("/data/%y_%j/%H%M", "/data/26_032/0930/", datetime(2026, 2, 1, 9, 30)),
+        ("/data/%Y/%Y-%m", "/data/2026/2026-03", datetime(2026, 3, 1)),
+        ("/data/%Y/%m/%d/", "/elsewhere/2026/11/24/", None),
+        ("/data/%Y/%m/%d/", "/data/2026/13/24/", None),  # no 13th month
+        ("/data/%Y/%Y-%m", "/data/2026/2025-03", None),  # the two years disagree
+    ],
+)
+def test_write_directory_maps_back_to_its_date_and_read_directory(write, directory, when) -> None:
+    templates = PathTemplates(write, "/mnt/eiger/" + write.removeprefix("/data/"))
+    assert templates.when_written(directory) == when
+    if when is not None:
+        assert templates.expand(when).write.rstrip("/") == directory.rstrip("/")
+        assert templates.expand(when).read.startswith("/mnt/eiger/")

@@ -24,7 +24,7 @@ from .catalog import Catalog, CatalogError, find_run, master_files, open_catalog
 from .config import DEFAULT_DEVICES_FILE, DevicesFileError, device_entry
 from .inspection import MasterFileError, inspect_master, open_master
 from .layout import DATA_DATASET, check_compression
-from .paths import ExpandedPaths, PathTemplates, ReadPathError
+from .paths import PathTemplates, ReadPathError
 
 CA_TIMEOUT = 2.0  # s for each PV the doctor reads
 STREAM = "primary"  # the stream bp.count and fly_frames write the frames to
@@ -55,6 +55,7 @@ class DetectorSettings:
 
     @property
     def data_key(self) -> str:
+        """The Bluesky data key of its frames."""
         return f"{self.name}_image"
 
 
@@ -137,7 +138,7 @@ def check_read_path(settings: DetectorSettings, ioc_values: dict[str, str]) -> H
     readable, and shows the IOC's last file."""
     file_path = ioc_values.get("HDF1:FilePath_RBV", "")
     when = settings.templates.when_written(file_path) if file_path else None
-    paths = settings.templates.expand(when) if when else settings.templates.expand()
+    paths = settings.templates.expand(when)  # now, when the IOC's directory is not known
     try:
         paths.check_readable()
     except ReadPathError as err:
@@ -147,15 +148,12 @@ def check_read_path(settings: DetectorSettings, ioc_values: dict[str, str]) -> H
         return Hop("read path", True, f"{paths.read!r} exists and is readable here")
     seen_here = Path(paths.read) / last[len(paths.write):]
     if not seen_here.exists():
-        return Hop("read path", False, _different_directory(paths, last, seen_here))
+        return Hop("read path", False,
+                   f"{paths.read!r} exists here but does not show the IOC's last file {last!r} "
+                   f"(looked for {str(seen_here)!r}): the read and write templates name "
+                   "different directories. Fix: set read_path_template to where this host "
+                   f"mounts the IOC's {paths.write!r}")
     return Hop("read path", True, f"the IOC's last file {last!r} is here as {str(seen_here)!r}")
-
-
-def _different_directory(paths: ExpandedPaths, last: str, seen_here: Path) -> str:
-    return (f"{paths.read!r} exists here but does not show the IOC's last file {last!r} "
-            f"(looked for {str(seen_here)!r}): the read and write templates name different "
-            "directories. Fix: set read_path_template to where this host mounts the IOC's "
-            f"{paths.write!r}")
 
 
 def _outside(path: Path, storage: list[Path]) -> bool:
