@@ -14,7 +14,13 @@ import pytest
 from helpers import Sim
 from id3c_eiger.cli import EXIT_ERROR, EXIT_FAIL, main
 from id3c_eiger.layout import DATA_DATASET, data_file_name
-from id3c_eiger.plotting import MASK_COLOUR, frame_from_array, frame_from_master, plot_frame
+from id3c_eiger.plotting import (
+    MASK_COLOUR,
+    frame_from_array,
+    frame_from_images,
+    frame_from_master,
+    plot_frame,
+)
 
 
 @pytest.fixture
@@ -65,12 +71,33 @@ def test_show_draws_the_frame_with_masked_pixels_in_their_own_colour(master, tmp
     assert not np.all(np.isclose(pixels, MASK_COLOUR, atol=0.02), axis=-1).any()
 
 
+def test_show_without_a_display_writes_frame_png(master, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = run(capsys, "show", str(master), "--frames", "1")
+    assert status == 0 and out.startswith("wrote frame.png:")
+    assert matplotlib.image.imread(tmp_path / "frame.png").shape[:2] == (550, 1000)
+
+
 def test_show_accepts_a_tiled_or_numpy_frame_and_an_roi(master, tmp_path) -> None:
     with h5py.File(master, "r") as f:
         frame = f[DATA_DATASET][0]
     image = frame_from_array(frame, "images[0]")
     figure = plot_frame(image, roi=(100, 200, 300, 500), vmax=1000, output=tmp_path / "roi.png")
     assert figure.axes[0].images[0].get_array().shape == (100, 200)
+
+
+def test_frames_of_a_stack_are_summed_per_event_with_every_image_of_it() -> None:
+    """A Tiled stack with several images per point is (events, n, y, x): frames index events."""
+    stack = np.arange(3 * 2 * 4 * 5, dtype=np.uint16).reshape(3, 2, 4, 5)
+    stack[2, 1, 0, 0] = np.iinfo(np.uint16).max  # flagged in one image of event 2
+    image = frame_from_images(stack, range(1, 3), "run x")
+    np.testing.assert_array_equal(image.counts, stack[1:3].astype(float).sum(axis=(0, 1)))
+    assert image.masked[0, 0] and image.masked.sum() == 1
+    assert image.title == "run x, frames 1..2 summed"
+    with pytest.raises(IndexError, match="run x has 3 frames"):
+        frame_from_images(stack, 3, "run x")
 
 
 def _relink(master: Path, target: str) -> None:

@@ -26,9 +26,10 @@ from id3c_eiger.plotting import MASK_COLOUR
 DEMO_TIMEOUT = 240.0  # s: generous for 2 loaded cores; the demo takes ~20 s here
 
 
-def demo_command(directory: Path, points: int, exposure: float) -> list[str]:
+def demo_command(directory: Path, points: int, exposure: float,
+                 detector: str = "eiger2") -> list[str]:
     return [sys.executable, "-m", "id3c_eiger.cli", "demo", "--directory", str(directory),
-            "--points", str(points), "--exposure", str(exposure)]
+            "--points", str(points), "--exposure", str(exposure), "--detector", detector]
 
 
 def clean_environment() -> dict[str, str]:
@@ -46,17 +47,18 @@ def simulators_serving(directory: Path) -> list[psutil.Process]:
     return found
 
 
-def test_demo_counts_reads_draws_and_diagnoses(tmp_path) -> None:
-    result = subprocess.run(demo_command(tmp_path, 3, 0.01), capture_output=True, text=True,
-                            env=clean_environment(), timeout=DEMO_TIMEOUT)
+@pytest.mark.parametrize("detector", ["eiger2", "eiger2_async"])  # both flavours of devices.yml
+def test_demo_counts_reads_draws_and_diagnoses(tmp_path, detector) -> None:
+    result = subprocess.run(demo_command(tmp_path, 3, 0.01, detector), capture_output=True,
+                            text=True, env=clean_environment(), timeout=DEMO_TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert 'cat[-1].primary["eiger2_image"]: shape (3, 512, 1028)' in out
+    assert f'cat[-1].primary["{detector}_image"]: shape (3, 512, 1028)' in out
     doctor = [line.strip() for line in out.splitlines() if line.strip()[:4] in ("PASS", "FAIL")]
     assert len(doctor) == 13 and all(line.startswith("PASS") for line in doctor)
     assert "Traceback" not in result.stderr
     # The picture is frame 0: 512 x 1028 inside the axes, masked pixels magenta.
-    pixels = matplotlib.image.imread(tmp_path / "eiger2_frame0.png")[..., :3]
+    pixels = matplotlib.image.imread(tmp_path / f"{detector}_frame0.png")[..., :3]
     assert np.all(np.isclose(pixels, MASK_COLOUR, atol=0.02), axis=-1).sum() > 50
     (master,) = sorted((tmp_path / "data").rglob("*_master.h5"))
     assert f"master file: {master}" in out

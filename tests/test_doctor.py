@@ -138,6 +138,9 @@ def test_tiled_that_refuses_and_a_run_that_does_not_exist(counted, catalog, caps
     (line,) = failing(out)
     assert status == EXIT_FAIL and line.startswith("FAIL  run in Tiled")
     assert "'0000000-no-such-run'" in line and "the latest is" in line
+    # --master checks a file alone: with --tiled too it is bad input, not a silent choice.
+    status, _, err = run(capsys, "doctor", "--master", "x_master.h5", "--tiled", catalog.uri)
+    assert status == EXIT_ERROR and err.count("\n") == 1 and "not both" in err
     # show: the same bad input is one error line and status 2.
     for argv in (["--tiled", refused], ["--tiled", catalog.uri, "--run", "0000000-no-such-run"]):
         status, _, err = run(capsys, "show", *argv, "--output", "unused.png")

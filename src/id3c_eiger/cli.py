@@ -8,6 +8,7 @@ and the fix, and a non-zero exit status; never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -78,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--frames", type=_frames, default=range(0, 1), help="N or A:B (summed)")
     show.add_argument("--roi", type=_roi, help="Y0:Y1,X0:X1")
     show.add_argument("--vmax", type=float, help="top of the colour scale, in counts")
-    show.add_argument("--output", default="frame.png", help="PNG to write (default frame.png)")
+    show.add_argument("--output", help="PNG to write (default: a window when there is a display, "
+                      "else frame.png)")
     _tiled_options(show, "device whose <name>_image to draw (default eiger2)")
     doctor = commands.add_parser("doctor", help="check every hop; PASS or FAIL with the fix")
     doctor.add_argument("--master", help="check this master file alone (no IOC, no Tiled)")
@@ -115,12 +117,29 @@ def _show(args: argparse.Namespace) -> int:
             source = f"run {start['uid'][:8]} (scan {start.get('scan_id')}), {args.detector}"
             image = frame_from_images(images, args.frames, source,
                                       recorded_settings(run[STREAM], args.detector))
-    plot_frame(image, roi=args.roi, vmax=args.vmax, output=args.output)
-    print(f"wrote {args.output}: {image.title}")
+    output = args.output or (None if _has_display() else "frame.png")
+    plot_frame(image, roi=args.roi, vmax=args.vmax, output=output)
+    if output is None:
+        import matplotlib.pyplot as plt
+
+        print(f"showing {image.title} (close the window to finish)")
+        plt.show()
+    else:
+        print(f"wrote {output}: {image.title}")
     return 0
 
 
+def _has_display() -> bool:
+    """Whether a window can open: an X11 or Wayland display on Linux; always on macOS/Windows."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
 def _doctor(args: argparse.Namespace) -> int:
+    if args.master is not None and args.tiled is not None:
+        raise ValueError("doctor --master checks one file with no IOC and no Tiled; give "
+                         "either --master FILE or --tiled URI, not both")
     if args.master is not None:
         hops = check_master_file(args.master)
     else:
