@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from .config import DEFAULT_DEVICES_FILE
 from .doctor import STREAM, check_chain, check_master_file
 from .inspection import format_report, inspect_master
-from .plotting import FrameImage, frame_from_images, frame_from_master, plot_frame
+from .plotting import FrameImage, frame_from_master, frame_from_run, plot_frame
 
 EXIT_FAIL = 1  # the doctor found a broken hop, or a link does not resolve
 EXIT_ERROR = 2  # bad input: the command could not look at all
@@ -108,15 +108,11 @@ def _show(args: argparse.Namespace) -> int:
     if args.master is not None:
         image = frame_from_master(args.master, args.frames)
     else:
-        from .catalog import find_run, open_catalog, recorded_settings, run_images
+        from .catalog import find_run, open_catalog
 
         with open_catalog(args.tiled, api_key=args.api_key) as catalog:
-            run = find_run(catalog, args.run)
-            images = run_images(run, STREAM, f"{args.detector}_image")
-            start = run.metadata["start"]
-            source = f"run {start['uid'][:8]} (scan {start.get('scan_id')}), {args.detector}"
-            image = frame_from_images(images, args.frames, source,
-                                      recorded_settings(run[STREAM], args.detector))
+            image = frame_from_run(find_run(catalog, args.run), args.detector, args.frames,
+                                   STREAM)
     output = args.output or (None if _has_display() else "frame.png")
     plot_frame(image, roi=args.roi, vmax=args.vmax, output=output)
     if output is None:

@@ -190,8 +190,8 @@ def _count_and_look(beamline: SimulatedBeamline, detector: str, points: int, exp
     import bluesky.plans as bp
     from bluesky.utils import RunEngineInterrupted
 
-    from .catalog import master_files, recorded_settings
-    from .plotting import frame_from_images, plot_frame
+    from .catalog import master_files
+    from .plotting import frame_from_run, plot_frame
     from .progress import show_point_progress
 
     RE, eiger2, directory = beamline.RE, beamline.devices[detector], beamline.directory
@@ -224,9 +224,7 @@ def _count_and_look(beamline: SimulatedBeamline, detector: str, points: int, exp
     for master in masters:
         echo(f"  master file: {master}")
     picture = directory / f"{detector}_frame0.png"
-    title = f"run {uid[:8]} (scan {run.metadata['start'].get('scan_id')}), {detector}"
-    image = frame_from_images(images, 0, title, recorded_settings(run[STREAM], detector))
-    plot_frame(image, output=picture)
+    plot_frame(frame_from_run(run, detector, 0, STREAM), output=picture)
     echo(f"frame 0 drawn: {picture}")
     echo("doctor:")
     hops = []

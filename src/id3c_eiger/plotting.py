@@ -76,6 +76,18 @@ def frame_from_images(images: Any, frames: int | range = 0, source: str = "image
     return _summed(stack, np.iinfo(stack.dtype).max, None, chosen, source, metadata or {})
 
 
+def frame_from_run(run: Any, detector: str = "eiger2", frames: int | range = 0,
+                   stream: str = "primary") -> FrameImage:
+    """Frame ``frames`` (or their sum) of ``run[stream]["<detector>_image"]`` in Tiled, titled
+    with the run and with the exposure and energy the run recorded."""
+    from .catalog import recorded_settings, run_images
+
+    images = run_images(run, stream, f"{detector}_image")
+    start = run.metadata["start"]
+    source = f"run {start['uid'][:8]} (scan {start.get('scan_id')}), {detector}"
+    return frame_from_images(images, frames, source, recorded_settings(run[stream], detector))
+
+
 def frame_from_array(frame: Any, title: str = "") -> FrameImage:
     """A frame read elsewhere (e.g. ``images[0]`` from Tiled): pixels at the dtype's maximum, the
     value the detector gives masked pixels, are drawn as masked."""
