@@ -34,6 +34,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_classic_device.py
 	$(BIN)/python benchmarks/bench_async_device.py
+	$(BIN)/python benchmarks/bench_tiled_frame_read.py
 
 clean:
 	rm -rf $(VENV)

@@ -1,0 +1,93 @@
+"""Why ``images[0]`` through Tiled can cost a whole series: one frame of a long run, by layout.
+
+The same fly scan (FRAMES frames, 16-bit, BSLZ4) twice, through the same embedded Tiled server:
+* as one data file: the master's ``/entry/data/data`` is an external link to a dataset chunked
+  one frame per chunk;
+* over several data files (``cam1:FWNImagesPerFile``): the master's ``/entry/data/data`` is a
+  virtual dataset, which has no chunks.
+Prints, for each, frame 0 through Tiled against h5py reading the same frame, and the ratio.
+Tiled 0.2.20's HDF5 adapter makes one dask block per chunk (``ds.chunks or ds.shape``), so a
+virtual dataset is one block and any slice of it reads every frame.
+
+Run with ``python benchmarks/bench_tiled_frame_read.py`` (``make benchmark`` runs every benchmark).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401
+from bluesky import RunEngine
+from common import PORT, Sim, median_seconds, start_simulator
+from ophyd_async.core import TriggerInfo, init_devices
+
+from id3c_eiger.async_devices import Eiger2Detector
+from id3c_eiger.catalog import master_files, open_catalog
+from id3c_eiger.geometry import EIGER2_500K
+from id3c_eiger.layout import DATA_DATASET
+from id3c_eiger.plans import fly_frames
+
+FRAMES = 2000  # each read of the virtual layout moves FRAMES x 1 MB through the server
+FILES = 4  # data files of the multi-file layout
+PERIOD = EIGER2_500K.min_period_16bit
+SLOW_REPEATS = 3  # the virtual layout's reads take seconds each
+
+
+def few_repeats(read: Callable[[], object]) -> float:
+    """Median of SLOW_REPEATS calls after one warm-up, for reads too slow for median_seconds."""
+    read()
+    times = []
+    for _ in range(SLOW_REPEATS):
+        start = time.perf_counter()
+        read()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def one_layout(RE: RunEngine, sim: Sim, catalog: object, root: Path, frames_per_file: int) -> None:
+    sim.put("cam1:FWNImagesPerFile", frames_per_file)
+    with init_devices():
+        eiger2 = Eiger2Detector("BENCH:", name="eiger2",
+                                write_path_template=str(root / str(frames_per_file)))
+    RE(fly_frames(eiger2, TriggerInfo(number_of_events=FRAMES,
+                                      livetime=PERIOD - EIGER2_500K.dead_time)))
+    images = catalog.runs[-1].primary["eiger2_image"]
+    (master,) = master_files(images)
+    with h5py.File(master, "r", swmr=True) as f:
+        virtual = f[DATA_DATASET].is_virtual
+
+    def h5py_read() -> None:
+        with h5py.File(master, "r", swmr=True) as f:
+            f[DATA_DATASET][0]
+
+    t_h5 = median_seconds(h5py_read)
+    t_tiled = (few_repeats if virtual else median_seconds)(lambda: images[0])
+    layout = (f"{-(-FRAMES // frames_per_file)} data files, virtual dataset" if virtual
+              else "1 data file, external link")
+    print(f"  {layout:34s}: Tiled {t_tiled * 1e3:9.1f} ms, h5py {t_h5 * 1e3:6.2f} ms, "
+          f"ratio {t_tiled / t_h5:8.1f}")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ioc = start_simulator("BENCH:", PORT, [root])
+        try:
+            sim = Sim("BENCH:")
+            with open_catalog(readable_storage=[root]) as catalog:
+                RE = RunEngine({})
+                catalog.subscribe(RE)
+                print(f"frame 0 of a {FRAMES}-frame fly scan (16-bit, BSLZ4) through Tiled:")
+                one_layout(RE, sim, catalog, root, FRAMES)
+                one_layout(RE, sim, catalog, root, FRAMES // FILES)
+        finally:
+            ioc.stop()
+
+
+if __name__ == "__main__":
+    main()
