@@ -1,12 +1,13 @@
-"""Why ``images[0]`` through Tiled can cost a whole series: one frame of a long run, by layout.
+"""Why ``images[0]`` through Tiled can cost a whole series, and what the framewise adapter does.
 
 The same fly scan (FRAMES frames, 16-bit, BSLZ4) twice, through the same embedded Tiled server:
 * as one data file: the master's ``/entry/data/data`` is an external link to a dataset chunked
   one frame per chunk;
 * over several data files (``cam1:FWNImagesPerFile``): the master's ``/entry/data/data`` is a
   virtual dataset, which has no chunks.
-Prints, for each, frame 0 through Tiled against h5py reading the same frame, and the ratio.
-Tiled 0.2.20's HDF5 adapter makes one dask block per chunk (``ds.chunks or ds.shape``), so a
+Prints, for each, frame 0 through Tiled against h5py reading the same frame (the baseline), with
+Tiled reading HDF5 through its stock adapter and through ``tiled_adapter.FramewiseHDF5Adapter``.
+Tiled 0.2.20's stock adapter makes one dask block per chunk (``ds.chunks or ds.shape``), so a
 virtual dataset is one block and any slice of it reads every frame.
 
 Run with ``python benchmarks/bench_tiled_frame_read.py`` (``make benchmark`` runs every benchmark).
@@ -25,12 +26,14 @@ import hdf5plugin  # noqa: F401
 from bluesky import RunEngine
 from common import PORT, Sim, median_seconds, start_simulator
 from ophyd_async.core import TriggerInfo, init_devices
+from tiled.adapters.hdf5 import HDF5Adapter
 
 from id3c_eiger.async_devices import Eiger2Detector
-from id3c_eiger.catalog import master_files, open_catalog
+from id3c_eiger.catalog import Catalog, master_files, open_catalog
 from id3c_eiger.geometry import EIGER2_500K
 from id3c_eiger.layout import DATA_DATASET
 from id3c_eiger.plans import fly_frames
+from id3c_eiger.tiled_adapter import HDF5_MIMETYPE, FramewiseHDF5Adapter
 
 FRAMES = 2000  # each read of the virtual layout moves FRAMES x 1 MB through the server
 FILES = 4  # data files of the multi-file layout
@@ -49,7 +52,7 @@ def few_repeats(read: Callable[[], object]) -> float:
     return statistics.median(times)
 
 
-def one_layout(RE: RunEngine, sim: Sim, catalog: object, root: Path, frames_per_file: int) -> None:
+def one_layout(RE: RunEngine, sim: Sim, catalog: Catalog, root: Path, frames_per_file: int) -> None:
     sim.put("cam1:FWNImagesPerFile", frames_per_file)
     with init_devices():
         eiger2 = Eiger2Detector("BENCH:", name="eiger2",
@@ -66,11 +69,15 @@ def one_layout(RE: RunEngine, sim: Sim, catalog: object, root: Path, frames_per_
             f[DATA_DATASET][0]
 
     t_h5 = median_seconds(h5py_read)
-    t_tiled = (few_repeats if virtual else median_seconds)(lambda: images[0])
     layout = (f"{-(-FRAMES // frames_per_file)} data files, virtual dataset" if virtual
               else "1 data file, external link")
-    print(f"  {layout:34s}: Tiled {t_tiled * 1e3:9.1f} ms, h5py {t_h5 * 1e3:6.2f} ms, "
-          f"ratio {t_tiled / t_h5:8.1f}")
+    adapters = catalog.server.catalog.context.adapters_by_mimetype
+    for label, adapter in (("stock", HDF5Adapter), ("framewise", FramewiseHDF5Adapter)):
+        adapters[HDF5_MIMETYPE] = adapter
+        t_tiled = (few_repeats if virtual and adapter is HDF5Adapter else median_seconds)(
+            lambda: images[0])
+        print(f"  {layout:34s} {label:9s}: Tiled {t_tiled * 1e3:9.1f} ms, "
+              f"h5py {t_h5 * 1e3:5.2f} ms, ratio {t_tiled / t_h5:8.1f}")
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Tiled for EIGER runs: a catalog on which ``cat[-1]`` works, TiledWriter, and the master files.
 
 ``open_catalog()`` gives an embedded ``SimpleTiledServer`` (SQLite catalog, one machine) whose
-``readable_storage`` covers the detector's read path, or a remote Tiled server by URI and API key
+``readable_storage`` covers the detector's read path and which reads HDF5 through
+``tiled_adapter.FramewiseHDF5Adapter``, or a remote Tiled server by URI and API key
 (a deployment with a PostgreSQL catalog on another host is configuration only). Either way the
 runs live in a container with the ``CatalogOfBlueskyRuns`` spec.
 """
@@ -24,6 +25,7 @@ from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH, Container
 from tiled.structures.core import Spec
 
 from .layout import DATA_DATASET, LinkProblem, unresolved_links
+from .tiled_adapter import HDF5_MIMETYPE, FramewiseHDF5Adapter
 
 RUNS_CONTAINER = "runs"  # where the embedded server keeps Bluesky runs
 RUNS_SPEC = Spec("CatalogOfBlueskyRuns", version="3.0")
@@ -214,6 +216,9 @@ def open_catalog(
 
         storage = [str(Path(p)) for p in readable_storage]
         server = SimpleTiledServer(directory=directory, readable_storage=storage or None)
+        # What a deployed server's config does with adapters_by_mimetype: one frame of a
+        # multi-file master is read as one frame.
+        server.catalog.context.adapters_by_mimetype[HDF5_MIMETYPE] = FramewiseHDF5Adapter
         uri, api_key = server.uri, None
     try:
         try:

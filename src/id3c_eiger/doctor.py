@@ -26,6 +26,7 @@ from .config import DEFAULT_DEVICES_FILE, DevicesFileError, device_entry
 from .inspection import MasterFileError, inspect_master, open_master
 from .layout import DATA_DATASET, check_compression
 from .paths import PathTemplates, ReadPathError
+from .tiled_adapter import FramewiseHDF5Adapter
 
 CA_TIMEOUT = 2.0  # s for each PV the doctor reads
 STREAM = "primary"  # the stream bp.count and fly_frames write the frames to
@@ -205,11 +206,12 @@ def check_tiled(catalog: Catalog, data_key: str, run: str | int = -1) -> Iterato
         yield from hops
         if not all(hop.passed for hop in hops):
             return
-    yield _compare_frame_0(images, masters[0])
+    yield _compare_frame_0(images, masters[0], embedded=catalog.server is not None)
 
 
-def _compare_frame_0(images: Any, master: Path) -> Hop:
-    """Tiled's frame 0 against the first master file's frame 0, read here with h5py."""
+def _compare_frame_0(images: Any, master: Path, embedded: bool) -> Hop:
+    """Tiled's frame 0 against the first master file's frame 0, read here with h5py; for a
+    server not embedded here, the read cost of a virtual dataset is named."""
     try:
         served = np.asarray(images[0])
     except Exception as err:  # the server's refusal arrives as any of httpx's or tiled's errors
@@ -225,9 +227,14 @@ def _compare_frame_0(images: Any, master: Path) -> Hop:
                    f"Tiled's frame 0 ({served.shape}) differs from {master}'s frame 0 "
                    f"({local.shape}): Tiled reads another file at that path. Fix: make the Tiled "
                    "host mount the same share at the read path")
-    # Tiled's HDF5 adapter makes one read block per HDF5 chunk, and a virtual dataset has none.
-    cost = (f"; the frames are a virtual dataset, which Tiled {tiled.__version__} reads whole "
-            f"for any slice ({len(images)} frames for one)" if virtual else "")
+    # Tiled's stock HDF5 adapter makes one read block per HDF5 chunk, and a virtual dataset has
+    # none; the embedded server reads it frame by frame, a remote one only if configured to.
+    cost = ""
+    if virtual and not embedded:
+        cost = (f"; the frames are a virtual dataset: unless the server reads HDF5 with "
+                f"{FramewiseHDF5Adapter.__module__}:{FramewiseHDF5Adapter.__name__} "
+                f"(adapters_by_mimetype in its config), Tiled {tiled.__version__} reads all "
+                f"{len(images)} frames for each slice")
     return Hop("Tiled frame 0", True,
                f"Tiled serves frame 0 {served.shape}, equal to {master.name}'s{cost}")
 
