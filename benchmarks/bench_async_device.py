@@ -14,7 +14,6 @@ Run with ``python benchmarks/bench_async_device.py`` (``make benchmark`` runs ev
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,17 +24,17 @@ from bluesky import RunEngine
 from common import (
     EXPOSURE,
     POINTS,
-    PORT,
+    PREFIX,
     Sim,
     blob_detector,
     median_seconds,
     per_point_overhead,
-    start_simulator,
+    simulator_and_catalog,
 )
 from ophyd_async.core import TriggerInfo, init_devices
 
 from id3c_eiger.async_devices import Eiger2Detector as AsyncEiger2
-from id3c_eiger.catalog import master_files, open_catalog
+from id3c_eiger.catalog import master_files
 from id3c_eiger.devices import Eiger2Detector as ClassicEiger2
 from id3c_eiger.geometry import EIGER2_500K
 from id3c_eiger.layout import DATA_DATASET, read_metadata
@@ -48,7 +47,7 @@ LIVETIME = PERIOD - EIGER2_500K.dead_time
 
 def fly_scan(RE: RunEngine, sim: Sim, catalog: object, root: Path) -> None:
     with init_devices():
-        eiger2 = AsyncEiger2("BENCH:", name="eiger2", write_path_template=str(root / "fly"))
+        eiger2 = AsyncEiger2(PREFIX, name="eiger2", write_path_template=str(root / "fly"))
     start = time.perf_counter()
     RE(fly_frames(eiger2, TriggerInfo(number_of_events=FRAMES, livetime=LIVETIME)))
     wall = time.perf_counter() - start
@@ -81,8 +80,8 @@ def step_scans(RE: RunEngine, sim: Sim, root: Path) -> None:
     sim.put("cam1:AcquireTime", EXPOSURE)
     sim.put("cam1:AcquirePeriod", EXPOSURE + EIGER2_500K.dead_time)
     with init_devices():
-        modern = AsyncEiger2("BENCH:", name="eiger2", write_path_template=str(root / "a"))
-    classic = ClassicEiger2("BENCH:", name="eiger2", write_path_template=str(root / "c"))
+        modern = AsyncEiger2(PREFIX, name="eiger2", write_path_template=str(root / "a"))
+    classic = ClassicEiger2(PREFIX, name="eiger2", write_path_template=str(root / "c"))
     classic.wait_for_connection(timeout=10)
     blob = blob_detector(root / "blob")
     results = {
@@ -97,18 +96,9 @@ def step_scans(RE: RunEngine, sim: Sim, root: Path) -> None:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        ioc = start_simulator("BENCH:", PORT, [root])
-        try:
-            sim = Sim("BENCH:")
-            with open_catalog(readable_storage=[root]) as catalog:
-                RE = RunEngine({})
-                catalog.subscribe(RE)
-                fly_scan(RE, sim, catalog, root)
-                step_scans(RE, sim, root)
-        finally:
-            ioc.stop()
+    with simulator_and_catalog() as (root, sim, catalog, RE):
+        fly_scan(RE, sim, catalog, root)
+        step_scans(RE, sim, root)
 
 
 if __name__ == "__main__":

@@ -15,21 +15,17 @@ Run with ``python benchmarks/bench_tiled_frame_read.py`` (``make benchmark`` run
 
 from __future__ import annotations
 
-import statistics
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import hdf5plugin  # noqa: F401
 from bluesky import RunEngine
-from common import PORT, Sim, median_seconds, start_simulator
+from common import PREFIX, REPEATS, Sim, median_seconds, simulator_and_catalog
 from ophyd_async.core import TriggerInfo, init_devices
 from tiled.adapters.hdf5 import HDF5Adapter
 
 from id3c_eiger.async_devices import Eiger2Detector
-from id3c_eiger.catalog import Catalog, master_files, open_catalog
+from id3c_eiger.catalog import Catalog, master_files
 from id3c_eiger.geometry import EIGER2_500K
 from id3c_eiger.layout import DATA_DATASET
 from id3c_eiger.plans import fly_frames
@@ -38,24 +34,13 @@ from id3c_eiger.tiled_adapter import HDF5_MIMETYPE, FramewiseHDF5Adapter
 FRAMES = 2000  # each read of the virtual layout moves FRAMES x 1 MB through the server
 FILES = 4  # data files of the multi-file layout
 PERIOD = EIGER2_500K.min_period_16bit
-SLOW_REPEATS = 3  # the virtual layout's reads take seconds each
-
-
-def few_repeats(read: Callable[[], object]) -> float:
-    """Median of SLOW_REPEATS calls after one warm-up, for reads too slow for median_seconds."""
-    read()
-    times = []
-    for _ in range(SLOW_REPEATS):
-        start = time.perf_counter()
-        read()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+SLOW_REPEATS = 3  # the stock adapter's reads of the virtual layout take seconds each
 
 
 def one_layout(RE: RunEngine, sim: Sim, catalog: Catalog, root: Path, frames_per_file: int) -> None:
     sim.put("cam1:FWNImagesPerFile", frames_per_file)
     with init_devices():
-        eiger2 = Eiger2Detector("BENCH:", name="eiger2",
+        eiger2 = Eiger2Detector(PREFIX, name="eiger2",
                                 write_path_template=str(root / str(frames_per_file)))
     RE(fly_frames(eiger2, TriggerInfo(number_of_events=FRAMES,
                                       livetime=PERIOD - EIGER2_500K.dead_time)))
@@ -74,26 +59,17 @@ def one_layout(RE: RunEngine, sim: Sim, catalog: Catalog, root: Path, frames_per
     adapters = catalog.server.catalog.context.adapters_by_mimetype
     for label, adapter in (("stock", HDF5Adapter), ("framewise", FramewiseHDF5Adapter)):
         adapters[HDF5_MIMETYPE] = adapter
-        t_tiled = (few_repeats if virtual and adapter is HDF5Adapter else median_seconds)(
-            lambda: images[0])
+        slow = virtual and adapter is HDF5Adapter  # seconds a read: fewer repeats
+        t_tiled = median_seconds(lambda: images[0], SLOW_REPEATS if slow else REPEATS)
         print(f"  {layout:34s} {label:9s}: Tiled {t_tiled * 1e3:9.1f} ms, "
               f"h5py {t_h5 * 1e3:5.2f} ms, ratio {t_tiled / t_h5:8.1f}")
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        ioc = start_simulator("BENCH:", PORT, [root])
-        try:
-            sim = Sim("BENCH:")
-            with open_catalog(readable_storage=[root]) as catalog:
-                RE = RunEngine({})
-                catalog.subscribe(RE)
-                print(f"frame 0 of a {FRAMES}-frame fly scan (16-bit, BSLZ4) through Tiled:")
-                one_layout(RE, sim, catalog, root, FRAMES)
-                one_layout(RE, sim, catalog, root, FRAMES // FILES)
-        finally:
-            ioc.stop()
+    with simulator_and_catalog() as (root, sim, catalog, RE):
+        print(f"frame 0 of a {FRAMES}-frame fly scan (16-bit, BSLZ4) through Tiled:")
+        one_layout(RE, sim, catalog, root, FRAMES)
+        one_layout(RE, sim, catalog, root, FRAMES // FILES)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import Sim
@@ -28,7 +31,10 @@ EXPOSURE = 0.001  # s, the step-scan exposure of the per-point overhead measure
 POINTS = 100
 REPEATS = 15
 
-__all__ = ["PORT", "Sim", "blob_detector", "median_seconds", "per_point_overhead", "start_simulator"]
+PREFIX = "BENCH:"
+
+__all__ = ["PORT", "PREFIX", "Sim", "blob_detector", "median_seconds", "per_point_overhead",
+           "simulator_and_catalog", "start_simulator"]
 
 
 def per_point_overhead(RE: object, detector: object) -> float:
@@ -40,15 +46,35 @@ def per_point_overhead(RE: object, detector: object) -> float:
     return (time.perf_counter() - start) / POINTS - EXPOSURE
 
 
-def median_seconds(read: Callable[[], object]) -> float:
-    """Median wall time of ``read`` over REPEATS calls, after one warm-up call."""
+def median_seconds(read: Callable[[], object], repeats: int = REPEATS) -> float:
+    """Median wall time of ``read`` over ``repeats`` calls, after one warm-up call."""
     read()  # warm: connections, file handles
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         start = time.perf_counter()
         read()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+@contextmanager
+def simulator_and_catalog() -> Iterator[tuple[Path, Sim, Any, Any]]:
+    """A temporary data root, the simulator (PREFIX) writing there, an embedded Tiled reading it
+    and a RunEngine subscribed to it: (root, sim, catalog, RE). Everything stops on exit."""
+    from bluesky import RunEngine
+
+    from id3c_eiger.catalog import open_catalog
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ioc = start_simulator(PREFIX, PORT, [root])
+        try:
+            with open_catalog(readable_storage=[root]) as catalog:
+                RE = RunEngine({})
+                catalog.subscribe(RE)
+                yield root, Sim(PREFIX), catalog, RE
+        finally:
+            ioc.stop()
 
 
 def blob_detector(directory: Path) -> object:
