@@ -88,6 +88,18 @@ def test_ctrl_c_stops_the_run_and_the_simulator(tmp_path) -> None:
     assert not simulators_serving(tmp_path)
 
 
+def test_bad_devices_file_is_one_line_before_anything_starts(tmp_path) -> None:
+    devices = tmp_path / "devices.yml"
+    devices.write_text("id3c_eiger.devices.Eiger2Detector: [\n")
+    command = [sys.executable, "-m", "id3c_eiger.cli", "demo", "--directory",
+               str(tmp_path / "demo"), "--devices", str(devices)]
+    result = subprocess.run(command, capture_output=True, text=True, env=clean_environment(),
+                            timeout=DEMO_TIMEOUT)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "is not valid YAML" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "demo").exists()
+
+
 def test_demo_refuses_a_process_whose_channel_access_is_taken(sim: Sim, tmp_path) -> None:
     sim.get("cam1:Model_RBV")  # this process now has channels on the session's address list
     with pytest.raises(DemoError, match="fresh process"):

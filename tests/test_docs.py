@@ -27,3 +27,4 @@ def test_the_visualize_how_to_runs_as_written(tmp_path) -> None:
     attempted = int(result.stdout.split("attempted=")[1].split()[0])
     assert attempted >= 30  # every example ran, not an empty parse
     assert (tmp_path / "frame0.png").stat().st_size > 10_000
+    assert list((tmp_path / "eiger-demo" / "data").rglob("*_master.h5"))  # where the page said

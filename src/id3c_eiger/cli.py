@@ -167,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("id3c-eiger: interrupted; processes stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ValueError, LookupError, OSError, RuntimeError) as err:
-        print(f"id3c-eiger: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())  # one line, whatever the library's message
+        print(f"id3c-eiger: error: {message}", file=sys.stderr)
         return EXIT_ERROR
 
 

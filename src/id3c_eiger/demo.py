@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .config import DEFAULT_DEVICES_FILE, device_entry
+from .config import DEFAULT_DEVICES_FILE, check_devices_file, device_entry
 from .doctor import STREAM, Hop, check_chain
 from .geometry import EIGER2_500K
 
@@ -51,8 +51,8 @@ class DemoResult:
 
 
 def demo_devices_file(source: Path, data_root: Path, destination: Path) -> Path:
-    """``source`` with every device's write and read templates under ``data_root`` (same
-    ``%Y/%m/%d/`` layout), written to ``destination``."""
+    """``source`` (a checked devices file) with every device's write and read templates under
+    ``data_root`` (same ``%Y/%m/%d/`` layout), written to ``destination``."""
     content = yaml.safe_load(source.read_text())  # anchors and << merges are expanded here
     for entries in content.values():
         for entry in entries:
@@ -115,6 +115,7 @@ class SimulatedBeamline:
               detector: str = "eiger2", echo: Callable[[str], None] = print) -> SimulatedBeamline:
         """Start everything in ``directory`` (a new temporary one by default, kept after)."""
         _check_fresh_channel_access()
+        check_devices_file(devices_file)  # before making anything
         from id3c_eiger_sim.process import client_environment, free_port, start_simulator
 
         directory = Path(directory or tempfile.mkdtemp(prefix="id3c-eiger-demo-")).resolve()
