@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,18 +71,28 @@ def test_demo_counts_reads_draws_and_diagnoses(tmp_path, detector) -> None:
 def test_ctrl_c_stops_the_run_and_the_simulator(tmp_path) -> None:
     demo = subprocess.Popen(demo_command(tmp_path, 500, 0.05), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=clean_environment())
+    lines: list[str] = []
+    counting = threading.Event()
+
+    def read_stdout() -> None:
+        for line in demo.stdout:
+            lines.append(line)
+            if "running bp.count" in line:  # the count has begun
+                counting.set()
+
+    reader = threading.Thread(target=read_stdout, daemon=True)
+    reader.start()
     try:
-        deadline = time.monotonic() + DEMO_TIMEOUT
-        for line in demo.stdout:  # the count has begun once this line is out
-            if "running bp.count" in line or time.monotonic() > deadline:
-                break
+        assert counting.wait(DEMO_TIMEOUT), f"the count did not begin: {''.join(lines)}"
         assert simulators_serving(tmp_path), "the demo's simulator should be running"
         time.sleep(2.0)
         demo.send_signal(signal.SIGINT)
-        out, err = demo.communicate(timeout=60)
+        demo.wait(timeout=60)
     finally:
         if demo.poll() is None:
             demo.kill()
+    reader.join(timeout=10)
+    out, err = "".join(lines), demo.stderr.read()
     assert demo.returncode == EXIT_INTERRUPTED, err
     assert "interrupted; processes stopped" in err and "Traceback" not in err
     assert "Tiled and simulator stopped" in out

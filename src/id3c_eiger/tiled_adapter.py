@@ -34,20 +34,22 @@ HDF5_MIMETYPE = "application/x-hdf5"
 class _VirtualFrames:
     """A virtual dataset as dask sees an array: shape and dtype, read by slices on demand."""
 
-    def __init__(self, path: str | Path, dataset: str | None, **open_options: Any) -> None:
+    def __init__(self, path: str | Path, dataset: str | None, shape: tuple[int, ...],
+                 dtype: Any, open_options: dict[str, Any]) -> None:
         self.path, self.dataset, self.open_options = path, dataset, open_options
+        self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
+
+    @classmethod
+    def of(cls, path: str | Path, dataset: str | None, **open_options: Any) -> _VirtualFrames | None:
+        """The frames of ``dataset`` if it is a virtual dataset with frames, else None; one open."""
         with h5open(path, dataset, **open_options) as ds:
-            self.shape, self.dtype = ds.shape, ds.dtype
-        self.ndim = len(self.shape)
+            if not (isinstance(ds, h5py.Dataset) and ds.is_virtual and ds.ndim and ds.shape[0]):
+                return None
+            return cls(path, dataset, ds.shape, ds.dtype, open_options)
 
     def __getitem__(self, index: Any) -> Any:
         with h5open(self.path, self.dataset, **self.open_options) as ds:
             return ds[index]
-
-
-def _is_framewise_virtual(path: str | Path, dataset: str | None, **open_options: Any) -> bool:
-    with h5open(path, dataset, **open_options) as ds:
-        return isinstance(ds, h5py.Dataset) and ds.is_virtual and ds.ndim >= 1 and ds.shape[0] > 0
 
 
 class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
@@ -64,8 +66,8 @@ class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
         options = {"swmr": swmr, "libver": libver, "locking": locking}
         arrays = []
         for path in file_paths:
-            if _is_framewise_virtual(path, dataset, **options):
-                frames = _VirtualFrames(path, dataset, **options)
+            frames = _VirtualFrames.of(path, dataset, **options)
+            if frames is not None:
                 arrays.append(dask.array.from_array(frames, chunks=(1, *frames.shape[1:]),
                                                     asarray=True, lock=False))
             else:
