@@ -14,6 +14,7 @@ import yaml
 from id3c_eiger.config import load_devices
 from id3c_eiger.geometry import EIGER2_500K
 from id3c_eiger.layout import DATA_DATASET, read_metadata
+from id3c_eiger_sim.faults import FAULTS
 from id3c_eiger_sim.frames import FrameGenerator, FrameSettings
 
 SEED = 0
@@ -96,6 +97,8 @@ class Sim:
             self.put(f"cam1:{key}", value)
         for key, value in hdf.items():
             self.put(f"HDF1:{key}", value)
+        for fault in FAULTS:
+            self.put(f"sim:{fault.name}", 0)
 
     def start_capture(self) -> None:
         """Start a capture without waiting for its end; returns once it is capturing."""

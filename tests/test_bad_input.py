@@ -4,19 +4,16 @@ written outside the data roots, and the IOC keeps answering."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 
-from helpers import Sim, expected_frames
-from id3c_eiger.layout import DATA_DATASET, data_file_name, read_metadata
-from id3c_eiger_sim.process import start_simulator
+from helpers import Sim
+from id3c_eiger.layout import DATA_DATASET, read_metadata
 
 
 def capture_refused(sim: Sim) -> str:
@@ -154,29 +151,6 @@ def test_stopping_capture_mid_stream_leaves_a_consistent_master(sim: Sim) -> Non
         assert f[DATA_DATASET].shape[0] == captured
         assert f[DATA_DATASET].attrs["image_nr_high"] == captured
     assert_ioc_still_works(sim, sim.directory)
-
-
-def test_killing_the_ioc_mid_capture_leaves_readable_files(tmp_path: Path, spare_port) -> None:
-    ioc = start_simulator("KILL:", spare_port, [tmp_path])
-    try:
-        sim = Sim("KILL:")
-        sim.reset(tmp_path, "killed")
-        sim.put("cam1:NumImages", 10_000)
-        sim.put("cam1:AcquirePeriod", 0.005)
-        sim.start_capture()
-        sim.put("cam1:Acquire", "Acquire", wait=False)
-        sim.wait_for_at_least("HDF1:NumCaptured_RBV", 30)
-        ioc.stop(signal.SIGKILL)
-    finally:
-        ioc.stop()
-    master = tmp_path / "killed_000001.h5"
-    with h5py.File(master, "r") as f:  # the master is a complete file
-        assert read_metadata(f)["nimages"] == 1000  # as planned for the first data file
-    with h5py.File(master, "r", swmr=True) as f:  # data flushed before the kill is there
-        frames = f[DATA_DATASET]
-        assert frames.shape[0] >= 30
-        np.testing.assert_array_equal(frames[0], expected_frames(master, range(1))[0])
-    assert (tmp_path / data_file_name(master, 1)).exists()
 
 
 @pytest.fixture

@@ -6,13 +6,16 @@ import argparse
 import ipaddress
 import logging
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
 
 from id3c_eiger.geometry import MODELS, model_by_key
 
+from .faults import FAULTS, parse_fault
 from .ioc import EigerIOC
+from .process import free_port
 from .roots import DataRoots
 
 DEFAULT_PREFIX = "3idcEIG2:"
@@ -37,7 +40,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--interface", action="append", default=None, metavar="ADDR",
                         help="address to listen on (default 127.0.0.1 only)")
     parser.add_argument("--port", type=int, default=5064,
-                        help="Channel Access server port (default %(default)s)")
+                        help="Channel Access server port, TCP and UDP (default %(default)s; 0: a "
+                        "free one, reported in the ready line)")
+    parser.add_argument(
+        "--fault", action="append", default=[], metavar="NAME=VALUE",
+        help="arm a fault at start, as a put to <prefix>sim:NAME would: "
+        + "; ".join(f"{f.name}: {f.doc}" for f in FAULTS),
+    )
+    parser.add_argument(
+        "--autosave", type=Path, default=None, metavar="FILE",
+        help="state file of the settings a real IOC autosaves (file numbers, paths, timing), "
+        "restored at start (default: .id3c-eiger-sim/<prefix>autosave.json in the first data root)",
+    )
+    parser.add_argument("--no-autosave", action="store_true",
+                        help="start from defaults and save nothing")
     parser.add_argument("--list-pvs", action="store_true", help="print every PV and exit")
     parser.add_argument("--log-level", default="WARNING", help="logging level")
     return parser.parse_args(argv)
@@ -51,6 +67,29 @@ def _ca_environment(interfaces: list[str], port: int) -> dict[str, str]:
     return env
 
 
+class PortInUse(OSError):
+    """The Channel Access port is taken on one of the interfaces."""
+
+
+def check_port_free(interfaces: list[str], port: int) -> None:
+    """Refuse a port another server holds: caproto would share a busy UDP port silently and
+    clients would reach either IOC. TCP TIME_WAIT remnants of an earlier run do not count."""
+    for addr in interfaces:
+        for kind, proto in (("TCP", socket.SOCK_STREAM), ("UDP", socket.SOCK_DGRAM)):
+            with socket.socket(socket.AF_INET, proto) as probe:
+                if proto == socket.SOCK_STREAM:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((addr, port))
+                    if proto == socket.SOCK_STREAM:
+                        probe.listen()
+                except OSError as err:
+                    raise PortInUse(
+                        f"{kind} port {port} on {addr} is in use ({err.strerror}), probably by "
+                        "another IOC; choose another --port, or --port 0 for a free one"
+                    ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start the IOC and serve until interrupted."""
     args = parse_args(argv)
@@ -61,16 +100,21 @@ def main(argv: list[str] | None = None) -> int:
         roots[0].mkdir(parents=True, exist_ok=True)
     try:
         data_roots = DataRoots(roots)
+        faults = [parse_fault(text) for text in args.fault]
     except ValueError as err:
         print(f"id3c-eiger-sim: {err}", file=sys.stderr)
         return 2
     ioc = EigerIOC(prefix=args.prefix, model=model, roots=data_roots, seed=args.seed)
+    if not args.no_autosave:
+        safe_prefix = "".join(c if c.isalnum() else "_" for c in args.prefix)
+        ioc.use_autosave(args.autosave or data_roots.roots[0] / ".id3c-eiger-sim"
+                         / f"{safe_prefix}autosave.json")
     if args.list_pvs:
         for name, channel in ioc.pvdb.items():
             print(f"{name}\t{channel.data_type.name}\t{channel.max_length}")
         return 0
     interfaces = args.interface or ["127.0.0.1"]
-    for key, value in _ca_environment(interfaces, args.port).items():
+    for key, value in _ca_environment(interfaces, args.port or free_port()).items():
         os.environ.setdefault(key, value)
     if all(ipaddress.ip_address(addr).is_loopback for addr in interfaces):
         # Beacons go to loopback, where no CA repeater need listen; their refusals are noise.
@@ -78,9 +122,16 @@ def main(argv: list[str] | None = None) -> int:
             lambda record: not record.getMessage().startswith("Failed to send beacon")
         )
     port = os.environ["EPICS_CA_SERVER_PORT"]
+    try:
+        check_port_free(interfaces, int(port))
+    except PortInUse as err:
+        print(f"id3c-eiger-sim: {err}", file=sys.stderr)
+        return 2
 
     async def ready(async_lib: object) -> None:
         await ioc.initialize()
+        for name, value in faults:
+            await ioc.sim.arm(name, value)
         addr_list = " ".join(f"{addr}:{port}" for addr in interfaces)
         print(
             f"id3c-eiger-sim ready: prefix={args.prefix} model={model.description} "

@@ -4,7 +4,9 @@ An armed acquisition is a sequence of triggers; each trigger yields ``NumImages`
 ``AcquirePeriod`` apart (Series, Gate, Continuous) or one frame of the exposure (Enable modes).
 External triggers, and internal ones with ``ManualTrigger``, come from ``trigger()`` (the
 ``Trigger`` PV). Frames due by now are delivered in batches, so a fast series costs one call per
-tick rather than one per frame, and the engine keeps real time however long a batch takes.
+tick rather than one per frame, and the engine keeps real time however long a batch takes. A
+``deliver`` that takes fewer frames than it was given stalls the engine (the camera stays
+acquiring, producing nothing) until ``stop()``.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class AcquisitionPlan:
         return self.n_images * self.n_triggers
 
 
-Deliver = Callable[[range], Awaitable[None]]
+Deliver = Callable[[range], Awaitable[int | None]]  # frames taken; None: all
 Report = Callable[[str, str], Awaitable[None]]
 
 
@@ -134,8 +136,13 @@ class AcquisitionEngine:
         while done < n and not self.stopped:
             due = min(n, int((self._clock() - start) / period + 1e-9))
             if due > done:
-                await self._deliver(range(self.produced, self.produced + due - done))
-                self.produced += due - done
+                batch = range(self.produced, self.produced + due - done)
+                taken = await self._deliver(batch)
+                if taken is not None and taken < len(batch):
+                    self.produced += taken
+                    await self._stop.wait()  # stalled
+                    return
+                self.produced += len(batch)
                 done = due
                 continue
             wait = start + (done + 1) * period - self._clock()

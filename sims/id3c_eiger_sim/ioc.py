@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,9 @@ from id3c_eiger.geometry import HC_EV_ANGSTROM, DetectorModel
 from id3c_eiger.layout import MasterLayout, SeriesMetadata
 from id3c_eiger.records import records_for
 
+from .autosave import Autosave
 from .engine import AcquisitionEngine, AcquisitionPlan, TriggerMode
+from .faults import FaultPVs, Faults, die
 from .frames import FrameGenerator, FramePool, FrameSettings, build_pool
 from .roots import DataRoots, PathRefused, check_file_name, expand_template
 from .surface import apply_disabled_fields, record_pv, surface_class, sync_readbacks
@@ -61,6 +64,7 @@ def reported(fallback: Any = None) -> Callable:
         @functools.wraps(putter)
         async def wrapper(group: Any, instance: Any, value: Any) -> Any:
             try:
+                check_finite(instance.pvspec.name, value)
                 return await putter(group, instance, value)
             except (SimulatorError, PathRefused) as err:
                 await group.report_error(str(err))
@@ -72,6 +76,13 @@ def reported(fallback: Any = None) -> Callable:
         return wrapper
 
     return decorate
+
+
+def check_finite(name: str, value: Any) -> None:
+    """Refuse NaN and infinities, which the record would take and every acquisition fail on."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SimulatorError(f"{name} {value} refused: not a finite number; give a finite value "
+                             "(the previous value is kept)")
 
 
 def clamp(value: float, low: float, high: float) -> float:
@@ -390,10 +401,21 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         await self.DetectorState_RBV.write(state)
         await self._note(message)
 
-    async def _deliver(self, settings: FrameSettings, frames: range) -> None:
+    async def _deliver(self, settings: FrameSettings, frames: range) -> int:
+        """Frames to the plugin; returns how many the camera produced (fewer: it stalls)."""
+        taken, fault = self.ioc.faults.camera_frames(len(frames))
+        frames = frames[:taken]
         base = self._counter_base
         await self.ioc.hdf.receive(settings, range(base + frames.start, base + frames.stop))
-        await self._update_counters(frames.stop)
+        await self.ioc.sim.show()
+        if fault == "die":
+            die()
+        if fault == "stall":  # the counters stop here: show where
+            await self._update_counters(frames.stop, force=True)
+            await self.ioc.hdf.flush_counters()
+        else:
+            await self._update_counters(frames.stop)
+        return taken
 
     async def _update_counters(self, produced: int, force: bool = False) -> None:
         if not self._counters.ready(force):
@@ -515,9 +537,9 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
             number = self.FileNumber.value + 1
             await self.FileNumber.write(number)
             await self.FileNumber_RBV.write(number)
+            self.ioc.save_settings()
 
-    def _new_writer(self, master_path: Path, data_dir: Path, pool: FramePool,
-                    planned: int) -> SeriesWriter:
+    def _new_writer(self, master_path: Path, data_dir: Path, pool: FramePool) -> SeriesWriter:
         cam = self.ioc.cam
         return SeriesWriter(
             master_path=master_path,
@@ -526,8 +548,8 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
             frame_shape=self.ioc.model.shape,
             frames_per_file=cam.FWNImagesPerFile.value,
             layout=MasterLayout(cam.FWHDF5Format.value),
-            planned_frames=planned,
-            metadata=cam.series_metadata(pool.settings, planned),
+            metadata=cam.series_metadata(pool.settings, 0),
+            faults=self.ioc.faults,
         )
 
     def filters(self) -> dict[str, Any]:
@@ -560,6 +582,12 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         """Frames from the camera (indices of their content); written as the mode says."""
         if self.EnableCallbacks.value != "Enable" or not frames:
             return
+        dropped = self.ioc.faults.dropped(len(frames))
+        if dropped:
+            await self.DroppedArrays_RBV.write(self.DroppedArrays_RBV.value + dropped)
+            frames = frames[dropped:]
+            if not frames:
+                return
         await self._prime(settings)
         self._array_counter += len(frames)
         self._last_frame = (settings, frames[-1])
@@ -596,13 +624,15 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
                     pool = await self.ioc.pool(settings, self.filters())
                     if capture.writer is None:
                         capture.writer = await self._in_writer_thread(
-                            self._new_writer, capture.master_path, capture.data_dir, pool,
-                            capture.limit or self.ioc.cam.FWNImagesPerFile.value,
+                            self._new_writer, capture.master_path, capture.data_dir, pool
                         )
-                    await self._in_writer_thread(capture.writer.write, pool, frames)
+                    try:
+                        await self._in_writer_thread(capture.writer.write, pool, frames)
+                    finally:
+                        capture.count = capture.writer.n_frames
                 else:
                     capture.buffer.append((settings, frames))
-                capture.count += len(frames)
+                    capture.count += len(frames)
         except (PathRefused, OSError) as err:
             await self.report_error(f"capture to {capture.master_path} failed: {err}")
             await self._end_capture(capture)
@@ -619,7 +649,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         pool = await self.ioc.pool(settings, self.filters())
 
         def write() -> None:
-            writer = self._new_writer(master_path, data_dir, pool, 1)
+            writer = self._new_writer(master_path, data_dir, pool)
             writer.write(pool, range(index, index + 1))
             writer.close()
 
@@ -661,8 +691,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         if mode == "Stream" and not lazy:
             pool = await self.ioc.pool(self._primed, self.filters())
             capture.writer = await self._in_writer_thread(
-                self._new_writer, master_path, data_dir, pool,
-                capture.limit or self.ioc.cam.FWNImagesPerFile.value,
+                self._new_writer, master_path, data_dir, pool
             )
         self._capture = capture
         await instance.write("Capture", verify_value=False)
@@ -702,8 +731,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         cam = self.ioc.cam
 
         def write() -> SeriesWriter:
-            writer = self._new_writer(capture.master_path, capture.data_dir,
-                                      pools[first_settings], capture.count)
+            writer = self._new_writer(capture.master_path, capture.data_dir, pools[first_settings])
             for settings, frames in capture.buffer:
                 writer.write(pools[settings], frames)
             writer.close(cam.series_metadata(first_settings, writer.n_frames))
@@ -729,10 +757,12 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
 
 
 class EigerIOC(PVGroup):
-    """The whole simulated IOC: ``<prefix>cam1:`` and ``<prefix>HDF1:``."""
+    """The whole simulated IOC: ``<prefix>cam1:``, ``<prefix>HDF1:`` and the fault surface
+    ``<prefix>sim:``."""
 
     cam = SubGroup(CameraPVs, prefix="cam1:")
     hdf = SubGroup(FilePluginPVs, prefix="HDF1:")
+    sim = SubGroup(FaultPVs, prefix="sim:")
 
     def __init__(self, *args: Any, model: DetectorModel, roots: DataRoots, seed: int = 0,
                  **kwargs: Any) -> None:
@@ -740,8 +770,26 @@ class EigerIOC(PVGroup):
         self.roots = roots
         self.generator = FrameGenerator(model, seed)
         self.writer_executor = ThreadPoolExecutor(1, thread_name_prefix="hdf-writer")
+        self.autosave: Autosave | None = None
         self._pools: OrderedDict[tuple[Any, ...], asyncio.Future[FramePool]] = OrderedDict()
         super().__init__(*args, **kwargs)
+
+    def use_autosave(self, path: Path) -> None:
+        """Keep the autosaved settings in ``path`` (restored by ``initialize``)."""
+        self.autosave = Autosave(path, {"cam1:": self.cam, "HDF1:": self.hdf})
+
+    def save_settings(self) -> None:
+        """Autosave now (a file number just moved on: a crash must not reuse it)."""
+        if self.autosave is not None:
+            try:
+                self.autosave.save()
+            except OSError as err:
+                log.warning("autosave to %s failed: %s", self.autosave.path, err)
+
+    @property
+    def faults(self) -> Faults:
+        """The faults armed through ``sim:`` (or ``--fault``)."""
+        return self.sim.state
 
     async def pool(self, settings: FrameSettings, filters: dict[str, Any]) -> FramePool:
         """The compressed frame pool for ``settings`` (built once, a few kept)."""
@@ -840,3 +888,8 @@ class EigerIOC(PVGroup):
         await cam.StatusMessage_RBV.write("Idle")
         await apply_disabled_fields(cam, "cam1:")
         await apply_disabled_fields(hdf, "HDF1:")
+        if self.autosave is not None:
+            restored = await self.autosave.restore()
+            if restored:
+                await cam.StatusMessage_RBV.write(f"Idle; {restored} settings restored by autosave")
+            asyncio.get_running_loop().create_task(self.autosave.run())

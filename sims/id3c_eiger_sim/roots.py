@@ -8,6 +8,7 @@ with the roots, so neither can lead a write outside them. ``CreateDirectory`` fo
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -104,9 +105,21 @@ def check_file_name(name: str) -> str:
     return name
 
 
+MAX_FULL_FILE_NAME = 511  # characters: FullFileName_RBV is a CHAR waveform of 512
+_FIELD_WIDTHS = re.compile(r"%[-+ #0]*(\d*)(?:\.(\d*))?")
+
+
 def expand_template(template: str, path: str, name: str, number: int) -> str:
     """Apply an areaDetector ``FileTemplate`` (C format of path, name, number); as C's
-    ``snprintf``, a template may leave the number unused (ophyd-async's ``%s%s.h5``)."""
+    ``snprintf``, a template may leave the number unused (ophyd-async's ``%s%s.h5``). A name
+    longer than ``FullFileName_RBV`` holds is refused, before any formatting."""
+    for width, precision in _FIELD_WIDTHS.findall(template):
+        if max(int(width or 0), int(precision or 0)) > MAX_FULL_FILE_NAME:
+            raise PathRefused(
+                f"FileTemplate {template!r} asks for a field of {max(int(width or 0), int(precision or 0))} "
+                f"characters; a full file name holds at most {MAX_FULL_FILE_NAME}: use e.g. "
+                "'%s%s_%6.6d.h5'"
+            )
     try:
         try:
             full = template % (path, name, number)
@@ -123,5 +136,10 @@ def expand_template(template: str, path: str, name: str, number: int) -> str:
         raise PathRefused(
             f"FileTemplate {template!r} makes a name that is not a file directly in FilePath; "
             f"start the template with %s%s (it gives {full!r})"
+        )
+    if len(full) > MAX_FULL_FILE_NAME:
+        raise PathRefused(
+            f"FileTemplate {template!r} with FilePath and FileName gives a name of {len(full)} "
+            f"characters; FullFileName_RBV holds at most {MAX_FULL_FILE_NAME}: shorten them"
         )
     return full

@@ -8,6 +8,7 @@ and redeclare the records that do more with ``record_pv(...)`` and a putter.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -75,6 +76,10 @@ def _echo_to(rbv: Record) -> Putter:
     """Putter copying a written setpoint into its readback (enum by index, strings differ)."""
 
     async def put(group: PVGroup, instance: Any, value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            await group.report_error(f"{instance.pvspec.name} {value} refused: not a finite "
+                                     "number; give a finite value (the previous value is kept)")
+            return instance.value
         readback = getattr(group, rbv.suffix)
         if rbv.kind == "enum" and instance.enum_strings:
             index = list(instance.enum_strings).index(value)

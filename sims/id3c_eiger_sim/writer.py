@@ -2,13 +2,16 @@
 
 Frames arrive as indices into a ``FramePool`` of precompressed chunks, so writing costs no
 compression. Data files are SWMR files flushed after every batch (a reader opening the master with
-``swmr=True`` sees the frames so far; a killed IOC leaves readable files). The master is written
-at open for the frames planned and rewritten atomically at every new data file and at close, when
-it records the real frame count.
+``swmr=True`` sees the frames so far; a killed IOC leaves readable files) and never reopened once
+closed, so readers holding them open cannot stop a capture. The master never claims a frame that
+is not on disk: it is replaced atomically at capture start (no frame), at every new data file, at
+most every ``MASTER_REFRESH`` seconds while frames flow, and at close, each time for the frames
+written so far.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,11 +24,12 @@ from id3c_eiger.layout import (
     SeriesMetadata,
     create_data_file,
     data_file_name,
-    finish_data_file,
     plan_parts,
+    record_frames,
     write_master,
 )
 
+from .faults import Faults
 from .frames import FramePool
 from .roots import PathRefused
 
@@ -48,18 +52,20 @@ def compression_filters(name: str, zlib_level: int = 6) -> dict[str, Any]:
     )
 
 
+MASTER_REFRESH = 0.5  # s: while frames flow, the master is brought up to date this often
+
+
 @dataclass
 class _OpenDataFile:
     number: int
     path: Path
-    first_frame: int
     file: h5py.File
     dataset: h5py.Dataset
     n_frames: int = 0
 
 
 class SeriesWriter:
-    """One master file and its data files, written as frames arrive."""
+    """One master file and its data files, written as frames arrive (never over existing files)."""
 
     def __init__(
         self,
@@ -69,8 +75,8 @@ class SeriesWriter:
         frame_shape: tuple[int, int],
         frames_per_file: int,
         layout: MasterLayout,
-        planned_frames: int,
         metadata: SeriesMetadata,
+        faults: Faults | None = None,
     ) -> None:
         self.master_path = master_path
         self.data_dir = data_dir
@@ -79,75 +85,103 @@ class SeriesWriter:
         self.frames_per_file = max(1, frames_per_file)
         self.layout = layout
         self.metadata = metadata
+        self.faults = faults or Faults()
         self.n_frames = 0
-        self._planned = max(1, planned_frames)
         self._current: _OpenDataFile | None = None
-        self._write_master(self._planned)
+        self._master_written = 0.0
+        if master_path.exists():
+            raise PathRefused(
+                f"{master_path} exists and the IOC never overwrites a file; set another "
+                "HDF1:FileName or FileNumber (AutoIncrement Yes moves it on)"
+            )
+        self._write_master()
 
     @property
     def dtype(self):
         """Data type of the series (fixed by the first pool)."""
         return self.pool.settings.dtype
 
-    def _write_master(self, n_frames: int) -> None:
+    def _write_master(self) -> None:
+        """Replace the master by one reaching exactly the frames written (and flushed) so far."""
+        n_frames = self.n_frames
         parts = plan_parts(self.master_path, self.data_dir, max(n_frames, 1), self.frames_per_file)
         if n_frames == 0:
             parts = [replace(parts[0], n_frames=0)]
         metadata = replace(self.metadata, nimages=n_frames)
         write_master(self.master_path, parts, self.frame_shape, self.dtype, self.layout, metadata)
+        self._master_written = time.monotonic()
 
     def _open_data_file(self, number: int) -> _OpenDataFile:
         path = self.data_dir / data_file_name(self.master_path, number)
         first = (number - 1) * self.frames_per_file
-        planned = min(self.frames_per_file, max(self._planned - first, 1))
-        file, dataset = create_data_file(
-            path, self.frame_shape, self.dtype, dict(self.pool.filters), first + 1, planned
-        )
-        return _OpenDataFile(number, path, first, file, dataset)
+        try:
+            file, dataset = create_data_file(
+                path, self.frame_shape, self.dtype, dict(self.pool.filters), first + 1
+            )
+        except FileExistsError:
+            raise PathRefused(
+                f"data file {path} exists and the IOC never overwrites a file; set another "
+                "HDF1:FileName or FileNumber"
+            ) from None
+        return _OpenDataFile(number, path, file, dataset)
 
     def _close_data_file(self) -> None:
         current = self._current
         if current is None:
             return
-        current.file.close()
-        finish_data_file(current.path, current.first_frame + 1, current.n_frames)
         self._current = None
+        current.file.close()
 
     def write(self, pool: FramePool, indices: range) -> None:
-        """Append the frames ``indices`` of ``pool``; flushed before returning."""
+        """Append the frames ``indices`` of ``pool``; flushed before returning. A write fault
+        (``OSError``) leaves the frames before it written, flushed and counted."""
         if pool.settings.dtype != self.dtype or pool.filters != self.pool.filters:
             raise PathRefused(
                 f"frames changed from {self.dtype} to {pool.settings.dtype} (or compression "
                 "changed) during capture; stop the capture before changing AcquireTime, "
                 "AcquirePeriod or Compression"
             )
-        remaining = list(indices)
+        remaining = indices
         while remaining:
             number = self.n_frames // self.frames_per_file + 1
             if self._current is None or self._current.number != number:
                 self._close_data_file()
-                if self.n_frames >= self._planned:
-                    self._planned = self.n_frames + self.frames_per_file
-                    self._write_master(self._planned)
                 self._current = self._open_data_file(number)
+                self._write_master()
             current = self._current
             room = self.frames_per_file - current.n_frames
             batch, remaining = remaining[:room], remaining[room:]
-            start = current.n_frames
-            current.dataset.resize((start + len(batch), *self.frame_shape))
-            for offset, index in enumerate(batch):
-                current.dataset.id.write_direct_chunk(
-                    (start + offset, 0, 0), pool.chunk(index), pool.filter_mask
-                )
-            current.dataset.flush()
-            current.n_frames += len(batch)
-            self.n_frames += len(batch)
+            self._write_batch(current, pool, batch)
+        if time.monotonic() - self._master_written >= MASTER_REFRESH:
+            self._write_master()
+
+    def _write_batch(self, current: _OpenDataFile, pool: FramePool, batch: range) -> None:
+        faults = self.faults
+        if faults.write_delay:
+            time.sleep(faults.write_delay * len(batch))
+        start = current.n_frames
+        dataset = current.dataset
+        dataset.resize((start + len(batch), *self.frame_shape))
+        written = 0
+        try:
+            for index in batch:
+                chunk = pool.chunk(index)
+                faults.before_write(len(chunk))
+                dataset.id.write_direct_chunk((start + written, 0, 0), chunk, pool.filter_mask)
+                written += 1
+        finally:
+            if written < len(batch):
+                dataset.resize((start + written, *self.frame_shape))
+            current.n_frames += written
+            self.n_frames += written
+            record_frames(dataset)
+            dataset.flush()
 
     def close(self, metadata: SeriesMetadata | None = None) -> int:
-        """Close the data files and rewrite the master for the frames written; returns their count."""
+        """Close the data files and replace the master for the frames written; returns their
+        count."""
         self._close_data_file()
         if metadata is not None:
             self.metadata = metadata
-        self._planned = self.n_frames
-        self._write_master(self.n_frames)
+        self._write_master()
         return self.n_frames

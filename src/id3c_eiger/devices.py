@@ -3,11 +3,16 @@
 Each stage writes one master file (``<uid>_000000_master.h5``) plus data files beside it, in the
 directory the write path template names; the Resource records the master by its *read* path, so
 Tiled and Bluesky open it where they mount the same directory. Stage refuses, before any
-exposure, a write path the IOC cannot use and a read path this host cannot read.
+exposure, a write path the IOC cannot use and a read path this host cannot read. Every point and
+unstage check the IOC's own account (``health``): a point whose frames did not all reach the file
+fails with the IOC's message, a dead IOC within the trigger timeout, and unstage always leaves the
+device unstaged, so the next plan works once the IOC is back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from pathlib import Path
@@ -24,9 +29,10 @@ from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
 from ophyd.areadetector.plugins import HDF5Plugin, HDF5Plugin_V34
 from ophyd.areadetector.trigger_mixins import ADTriggerStatus
 from ophyd.status import DeviceStatus
-from ophyd.utils.errors import UnprimedPlugin
+from ophyd.utils.errors import DisconnectedError, InvalidState, UnprimedPlugin
 
 from .geometry import check_images_per_point
+from .health import DetectorError, HealthReading, check, not_responding
 from .layout import DATA_DATASET, MASTER_SUFFIX, check_compression
 from .paths import ExpandedPaths, PathTemplates, ReadPathError, WritePathError
 
@@ -34,6 +40,8 @@ MASTER_TEMPLATE = f"%s%s_%6.6d{MASTER_SUFFIX}.h5"  # (path, name, number), DECTR
 SIGNAL_TIMEOUT = 10.0  # s: every put-and-readback of a stage or unstage
 TRIGGER_MARGIN = 10.0  # s: a trigger may take this long beyond NumImages x AcquirePeriod
 READ_PATH_GRACE = 5.0  # s: a shared file system may show a new file this late on the read host
+
+logger = logging.getLogger(__name__)
 
 
 class Eiger2Cam(EigerDetectorCam):
@@ -53,6 +61,9 @@ class Eiger2Cam(EigerDetectorCam):
     manual_trigger = ADCpt(SignalWithRBV, "ManualTrigger", string=True)
     save_files = ADCpt(SignalWithRBV, "SaveFiles", string=True)
     array_callbacks = ADCpt(SignalWithRBV, "ArrayCallbacks", string=True)
+    # Health, read at every point: monitored, so a healthy point costs no round trip.
+    detector_state = ADCpt(EpicsSignalRO, "DetectorState_RBV", string=True, auto_monitor=True)
+    status_message = ADCpt(EpicsSignalRO, "StatusMessage_RBV", string=True, auto_monitor=True)
 
 
 class _LazyOpenHDF5Plugin(HDF5Plugin_V34):
@@ -71,6 +82,13 @@ class Eiger2HDF5Plugin(FileStoreHDF5IterativeWrite, _LazyOpenHDF5Plugin):
     """
 
     create_directory = Cpt(SignalWithRBV, "CreateDirectory", kind="config")
+    # Health, read at every point: monitored, so a healthy point costs no round trip.
+    write_status = Cpt(EpicsSignalRO, "WriteStatus", string=True, auto_monitor=True,
+                       kind="omitted")
+    write_message = Cpt(EpicsSignalRO, "WriteMessage", string=True, auto_monitor=True,
+                        kind="omitted")
+    num_captured = Cpt(EpicsSignalRO, "NumCaptured_RBV", auto_monitor=True, kind="omitted")
+    dropped = Cpt(EpicsSignalRO, "DroppedArrays_RBV", auto_monitor=True, kind="omitted")
 
     def __init__(self, *args: Any, create_directory_depth: int = -3, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -243,49 +261,150 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         )
         self._master_checked = False
         self._trigger_timeout = TRIGGER_MARGIN
+        self._frames_taken = 0  # frames the points so far asked for
+        self._frames_confirmed = 0  # frames the IOC confirmed in the file
+        self._dropped_at_stage = 0
+        self._failure: Exception | None = None  # the first cause, once a point failed
 
     def stage(self) -> list[object]:
         self._master_checked = False
+        self._frames_taken = self._frames_confirmed = 0
+        self._failure = None
         for device in (self, self.cam, self.hdf1):
             for attr in device.stage_sigs:
                 signal = getattr(device, attr)
                 # ophyd waits forever for a staged value's readback unless told otherwise.
                 if getattr(signal, "_write_timeout", SIGNAL_TIMEOUT) is None:
                     signal._write_timeout = SIGNAL_TIMEOUT
+        if not self._ioc_connected():
+            raise not_responding(self.name, self.prefix, SIGNAL_TIMEOUT, "", 0)
         staged = super().stage()
         # Read once here, not at every point: the exposure settings do not change mid-scan.
         period = max(self.cam.acquire_period.get(), 0.0)
         self._trigger_timeout = self.images_per_point * period + TRIGGER_MARGIN
+        self._dropped_at_stage = int(self.hdf1.dropped.get())
         return staged
 
+    def unstage(self) -> list[object]:
+        """End the capture (the IOC then closes the file) and check every confirmed frame is in
+        it. Always leaves the device unstaged; after a failed point, cleanup errors are logged,
+        not raised, so the point's error stays the one the plan ends with."""
+        try:
+            if not self._ioc_connected():
+                raise not_responding(self.name, self.prefix, 0, self.hdf1._fn or "",
+                                     self._frames_confirmed)
+            unstaged = super().unstage()
+            if self._failure is None:
+                check(self._health(use_monitor=False, expected=self._frames_confirmed))
+            return unstaged
+        except Exception as err:
+            self._force_unstaged()
+            if self._failure is not None:
+                logger.warning("%s: unstage after %r also failed: %s", self.name, self._failure, err)
+                return [self]
+            raise
+
+    def _force_unstaged(self) -> None:
+        """Mark the device and its parts unstaged whatever the IOC did, so the next plan can
+        stage again (instead of RedundantStaging) once the IOC answers."""
+        for device in (self.hdf1, self.cam, self):
+            device._staged = Staged.no
+            device._original_vals.clear()
+
+    def _ioc_connected(self) -> bool:
+        return self.cam.acquire.connected and self.hdf1.capture.connected
+
+    def _health(self, use_monitor: bool = True, expected: int | None = None) -> HealthReading:
+        """The IOC's account of the capture; ``DetectorNotResponding`` if it does not answer."""
+        hdf1, cam = self.hdf1, self.cam
+        try:
+            return HealthReading(
+                name=self.name, prefix=self.prefix, file=hdf1._fn or "",
+                expected=self._frames_taken if expected is None else expected,
+                captured=int(hdf1.num_captured.get(use_monitor=use_monitor)),
+                write_status=hdf1.write_status.get(use_monitor=use_monitor),
+                write_message=hdf1.write_message.get(use_monitor=use_monitor),
+                detector_state=cam.detector_state.get(use_monitor=use_monitor),
+                status_message=cam.status_message.get(use_monitor=use_monitor),
+                dropped=int(hdf1.dropped.get(use_monitor=use_monitor)) - self._dropped_at_stage,
+            )
+        except (TimeoutError, DisconnectedError) as err:
+            raise not_responding(self.name, self.prefix, SIGNAL_TIMEOUT, hdf1._fn or "",
+                                 self._frames_confirmed) from err
+
+    def _point_timeout_error(self) -> Exception:
+        """Why a point did not finish in time, from what is known without asking the IOC."""
+        if not self._ioc_connected():
+            return not_responding(self.name, self.prefix, self._trigger_timeout,
+                                  self.hdf1._fn or "", self._frames_confirmed)
+        reading = self._health()
+        try:
+            check(reading)
+        except DetectorError as err:
+            return err
+        return DetectorError(
+            f"{self.name}: the point did not finish in {self._trigger_timeout:.1f} s (NumImages x "
+            f"AcquirePeriod + {TRIGGER_MARGIN:g} s): detector {reading.detector_state!r}, "
+            f"{reading.captured} of {reading.expected} frames in {reading.file}; it says "
+            f"{reading.status_message!r} ({self.prefix}cam1:StatusMessage_RBV). Fix: check the "
+            "IOC (a stalled detector: put cam1:Acquire=Done), then run again."
+        )
+
+    def _fail(self, status: DeviceStatus, error: Exception) -> None:
+        """End the point with ``error``; the first failure of a stage is remembered as the cause."""
+        if self._failure is None:
+            self._failure = error
+        with contextlib.suppress(InvalidState):  # the point ended already (a racing timeout)
+            status.set_exception(error)
+
     def trigger(self) -> DeviceStatus:
-        """Start one point; done when ``AcquireBusy`` is Done, failed after a timeout."""
+        """Start one point; done when ``AcquireBusy`` is Done and the IOC confirms every frame in
+        the file; failed with the IOC's own message, or after the trigger timeout."""
         if self._staged != Staged.yes:
             raise RuntimeError(f"{self.name} is not staged: stage it (a plan does) before trigger")
+        if not self._ioc_connected():
+            error = not_responding(self.name, self.prefix, 0, self.hdf1._fn or "",
+                                   self._frames_confirmed)
+            self._failure = self._failure or error
+            raise error
         # As SingleTrigger.trigger, but keeping our own reference: a fast acquisition can end
         # (and clear self._status) before SingleTrigger.trigger returns it.
         status = self._status = self._status_type(self)
+        self._frames_taken += self.images_per_point
         self._acquisition_signal.put(1, wait=False)
         self.generate_datum(self._image_name, time.time(), {})
-        watched = DeviceStatus(self, timeout=self._trigger_timeout)
+        watched = DeviceStatus(self)
+        timer = threading.Timer(self._trigger_timeout,
+                                lambda: self._fail(watched, self._point_timeout_error()))
+        timer.daemon = True
+        timer.start()
 
-        def check_first_master() -> None:
+        def confirm() -> None:
+            """Off the CA callback thread: may ask the IOC, and wait for the shared file system."""
             try:
-                self.hdf1.wait_for_master()
-            except ReadPathError as err:
-                watched.set_exception(err)
+                reading = self._health()
+                if not reading.healthy:  # monitors may trail the AcquireBusy update: ask
+                    reading = self._health(use_monitor=False)
+                check(reading)
+                if not self._master_checked:
+                    self.hdf1.wait_for_master()
+                    self._master_checked = True
+            except Exception as err:
+                self._fail(watched, err)
                 return
-            self._master_checked = True
+            self._frames_confirmed = reading.expected
             watched.set_finished()
 
         def finish(done: ADTriggerStatus) -> None:
+            timer.cancel()
             error = done.exception()
             if error is not None:
-                watched.set_exception(error)
-            elif self._master_checked:
+                self._fail(watched, error)
+            elif self._master_checked and self._health().healthy:
+                self._frames_confirmed = self._frames_taken
                 watched.set_finished()
-            else:  # may wait for the shared file system: not on the CA callback thread
-                threading.Thread(target=check_first_master, daemon=True).start()
+            else:
+                threading.Thread(target=confirm, daemon=True).start()
 
         status.add_callback(finish)
         return watched

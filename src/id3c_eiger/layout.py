@@ -12,6 +12,7 @@ and reaches every frame exactly once:
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -183,16 +184,36 @@ def _ensure_group(f: h5py.File, path: str) -> h5py.Group:
     return group
 
 
+_compressed_array: list[tuple[np.ndarray, int, bytes]] = []  # the last array, gzip-compressed
+
+
+def _write_compressed(group: h5py.Group, leaf: str, value: np.ndarray) -> h5py.Dataset:
+    """``value`` as one gzip chunk, compressed once per array: the master is rewritten many
+    times in a capture and the pixel mask alone would cost ~20 ms each time."""
+    if not _compressed_array or _compressed_array[0][0] is not value:
+        with h5py.File(io.BytesIO(), "w") as scratch:
+            ds = scratch.create_dataset("a", data=value, chunks=value.shape, compression="gzip")
+            mask, chunk = ds.id.read_direct_chunk((0,) * value.ndim)
+        _compressed_array[:] = [(value, mask, bytes(chunk))]
+    _, mask, chunk = _compressed_array[0]
+    dataset = group.create_dataset(leaf, shape=value.shape, dtype=value.dtype, chunks=value.shape,
+                                   compression="gzip")
+    dataset.id.write_direct_chunk((0,) * value.ndim, chunk, mask)
+    return dataset
+
+
 def _write_metadata(f: h5py.File, metadata: SeriesMetadata) -> None:
+    groups = {path.rpartition("/")[0] for paths, _ in _METADATA_PATHS.values() for path in paths}
+    for parent in sorted(groups):
+        _ensure_group(f, parent)
     for name, (paths, units) in _METADATA_PATHS.items():
         value = getattr(metadata, name)
         for path in paths:
-            parent, _, leaf = path.rpartition("/")
-            group = _ensure_group(f, parent)
             if isinstance(value, np.ndarray):
-                dataset = group.create_dataset(leaf, data=value, compression="gzip")
+                parent, _, leaf = path.rpartition("/")
+                dataset = _write_compressed(f[parent], leaf, value)
             else:
-                dataset = group.create_dataset(leaf, data=value)
+                dataset = f.create_dataset(path, data=value)
             if units:
                 dataset.attrs["units"] = units
 
@@ -253,14 +274,14 @@ def create_data_file(
     dtype: np.dtype,
     filters: dict[str, Any],
     first_image_nr: int,
-    planned_frames: int,
 ) -> tuple[h5py.File, h5py.Dataset]:
-    """Create a data file open for SWMR writing, empty and growable, one frame per chunk.
+    """Create a new data file open for SWMR writing, empty and growable, one frame per chunk.
 
     ``filters`` are h5py dataset keywords (e.g. from ``hdf5plugin.Bitshuffle``). Readers may open
-    it with ``swmr=True`` while frames arrive; ``finish_data_file`` records the final image range.
+    it with ``swmr=True`` while frames arrive; ``record_frames`` keeps ``image_nr_high`` true as
+    they do. Refuses (FileExistsError) to replace an existing file.
     """
-    f = h5py.File(path, "w", libver="latest")
+    f = h5py.File(path, "w-", libver="latest")
     try:
         _ensure_group(f, DATA_GROUP)
         dataset = f.create_dataset(
@@ -272,7 +293,7 @@ def create_data_file(
             **filters,
         )
         dataset.attrs["image_nr_low"] = np.uint64(first_image_nr)
-        dataset.attrs["image_nr_high"] = np.uint64(first_image_nr + planned_frames - 1)
+        dataset.attrs["image_nr_high"] = np.uint64(first_image_nr - 1)  # no frame yet
         f.swmr_mode = True
     except BaseException:
         f.close()
@@ -280,14 +301,11 @@ def create_data_file(
     return f, dataset
 
 
-def finish_data_file(path: Path, first_image_nr: int, n_frames: int) -> None:
-    """Record the image range the closed data file really holds (``image_nr_high``)."""
-    high = np.uint64(first_image_nr + n_frames - 1)
-    with h5py.File(path, "r+") as f:
-        attrs = f[DATA_DATASET].attrs
-        if attrs["image_nr_high"] != high:
-            attrs["image_nr_high"] = high
-
+def record_frames(dataset: h5py.Dataset) -> None:
+    """Set ``image_nr_high`` of an open data file to the frames it holds (in place: allowed under
+    SWMR, so the file is never reopened for writing and readers holding it open are no bar)."""
+    low = int(dataset.attrs["image_nr_low"])
+    dataset.attrs.modify("image_nr_high", np.uint64(low + dataset.shape[0] - 1))
 
 
 @dataclass(frozen=True)
