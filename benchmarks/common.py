@@ -71,7 +71,7 @@ def simulator_and_catalog() -> Iterator[tuple[Path, Sim, Any, Any]]:
         try:
             with open_catalog(readable_storage=[root]) as catalog:
                 RE = RunEngine({})
-                catalog.subscribe(RE)
+                catalog.subscribe(RE, spool_directory=root / ".spool")
                 yield root, Sim(PREFIX), catalog, RE
         finally:
             ioc.stop()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,18 @@ os.environ.setdefault("TILED_RETRY_ATTEMPTS", "1")
 # ophyd installs its PV class into pyepics when imported; import it before any PV exists so
 # every PV of the session (ours and ophyd's, sharing pyepics' cache) is of that class.
 import ophyd  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ca_repeater():
+    """A CA repeater, as every beamline host runs: it passes a restarted IOC's beacons to the
+    clients, which then find it at once instead of after their search back-off. Exits at once
+    if this host already has one."""
+    process = subprocess.Popen([Path(sys.executable).with_name("caproto-repeater")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield
+    process.terminate()
+    process.wait(10)
 
 
 @pytest.fixture(scope="session")
@@ -77,11 +91,12 @@ def catalog(data_root: Path, alias_root: Path):
 
 
 @pytest.fixture
-def RE(catalog):
-    """A RunEngine whose documents go to the embedded Tiled server through TiledWriter."""
+def RE(catalog, tmp_path_factory: pytest.TempPathFactory):
+    """A RunEngine whose documents go to the embedded Tiled server through TiledWriter (behind a
+    spool of the test's own)."""
     from bluesky import RunEngine
 
     engine = RunEngine({}, call_returns_result=False)
-    catalog.subscribe(engine)
+    catalog.subscribe(engine, spool_directory=tmp_path_factory.mktemp("spool"))
     yield engine
     catalog.unsubscribe(engine)

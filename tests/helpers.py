@@ -13,6 +13,7 @@ import yaml
 
 from id3c_eiger.config import load_devices
 from id3c_eiger.geometry import EIGER2_500K
+from id3c_eiger.health import RECONNECT_TIMEOUT
 from id3c_eiger.layout import DATA_DATASET, read_metadata
 from id3c_eiger_sim.faults import FAULTS
 from id3c_eiger_sim.frames import FrameGenerator, FrameSettings
@@ -37,9 +38,10 @@ class Sim:
 
     def pv(self, suffix: str):
         """The (cached) pyepics PV, connected."""
-        pv = self._epics.get_pv(self.prefix + suffix, connect=True, timeout=5.0)
+        # A restarted IOC is found again within CA's search back-off (seen: up to 20 s).
+        pv = self._epics.get_pv(self.prefix + suffix, connect=True, timeout=RECONNECT_TIMEOUT)
         if not pv.connected:
-            raise CATimeout(f"{self.prefix}{suffix} did not connect within 5 s")
+            raise CATimeout(f"{self.prefix}{suffix} did not connect within {RECONNECT_TIMEOUT} s")
         return pv
 
     def put(self, suffix: str, value: Any, wait: bool = True, timeout: float = 30.0) -> None:

@@ -6,21 +6,28 @@ trigger (Internal Series, External Series, External Enable/Gate), acquire (arm, 
 with timeouts) and data (HDF1 writing ``<uuid>_master.h5`` where the write path template
 points, recorded by the read path template, as the classic ``id3c_eiger.devices`` device does).
 Its keyword arguments are the classic device's, so a devices file switches flavour in one line.
+Every point, every fly scan and unstage check the IOC's own account (``health``): a write error
+or a detector error ends the wait at once with the IOC's message, a dead IOC is named, and unstage
+never hides the first cause.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated as A
 
+from bluesky.protocols import Reading
 from event_model import DataKey
 from ophyd_async.core import (
     AsyncStatus,
     DetectorTrigger,
     DetectorTriggerLogic,
     EnableDisable,
+    NotConnectedError,
     SignalDict,
     SignalR,
     SignalRW,
@@ -39,6 +46,7 @@ from ophyd_async.epics.adcore import (
     ADBaseIO,
     ADCompression,
     ADHDFDataLogic,
+    ADState,
     AreaDetector,
     NDArrayDescription,
     NDFileHDF5IO,
@@ -52,11 +60,16 @@ from .geometry import (
     TimingError,
     check_images_per_point,
 )
+from .health import RECONNECT_TIMEOUT, DetectorError, HealthReading, check, check_errors, not_responding
 from .layout import check_compression
 from .paths import PathTemplates, ReadPathError, TemplatePathProvider, WritePathError
 
 IDLE_TIMEOUT = 10.0  # s: after the last frame, the detector must report Idle within this
+HEALTH_TIMEOUT = 3.0  # s: an IOC that does not answer a health read in this time is not answering
+UNSTAGE_TIMEOUT = 15.0  # s: stopping the capture and the detector
 DATA_KEY_SUFFIX = "_image"  # data key <name>_image, as the classic device's
+
+logger = logging.getLogger(__name__)
 
 
 class Eiger2TriggerMode(StrictEnum):
@@ -92,9 +105,11 @@ class Eiger2DriverIO(ADBaseIO):
 
 
 class Eiger2HDF5IO(NDFileHDF5IO):
-    """``HDF1:``, with the write message the IOC gives when it refuses a path."""
+    """``HDF1:``, with the write status and message, and the frames dropped before it."""
 
+    write_status: A[SignalR[str], PvSuffix("WriteStatus")]
     write_message: A[SignalR[str], PvSuffix("WriteMessage")]
+    dropped_arrays: A[SignalR[int], PvSuffix("DroppedArrays_RBV")]
 
 
 def _image_data_type(bits: int) -> ADBaseDataType:
@@ -264,6 +279,97 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             )
         )
         self._ophyd_labels_ = set(labels or ["detectors"])  # read by guarneri's registry
+        self._prefix = prefix
+        self._health_signals: tuple[SignalR, ...] = (
+            self.hdf1.full_file_name, self.hdf1.num_captured, self.hdf1.write_status,
+            self.hdf1.write_message, self.hdf1.dropped_arrays, driver.detector_state,
+            driver.status_message,
+        )
+        self._watchers = {
+            self.hdf1.write_status: functools.partial(self._on_health, "Write error"),
+            driver.detector_state: functools.partial(self._on_health, ADState.ERROR),
+        }
+        self._trouble = asyncio.Event()
+        self._health_subscribed = False
+        self._failure: BaseException | None = None
+        self._frames_confirmed = 0
+        self._dropped_at_stage = 0
+
+    # --- health: the IOC's own account; its errors watched by monitors while staged ------
+
+    def _on_health(self, bad: str, reading: dict[str, Reading]) -> None:
+        if next(iter(reading.values()))["value"] == bad:
+            self._trouble.set()
+
+    async def _health(self, expected: int) -> HealthReading:
+        """The IOC's account of the capture, read now (not from monitors: aioca 2's first
+        monitor value after an IOC restart came 20 s late); ``DetectorNotResponding`` if the IOC
+        does not answer."""
+        try:
+            file, captured, status, message, dropped, state, status_message = await asyncio.wait_for(
+                asyncio.gather(*(sig.get_value(cached=False) for sig in self._health_signals)),
+                HEALTH_TIMEOUT)
+        except (TimeoutError, NotConnectedError) as err:
+            raise not_responding(self.name, self._prefix, HEALTH_TIMEOUT, "",
+                                 self._frames_confirmed) from err
+        return HealthReading(
+            name=self.name, prefix=self._prefix, file=file, expected=expected, captured=captured,
+            write_status=status, write_message=message, detector_state=str(state.value),
+            status_message=status_message, dropped=dropped - self._dropped_at_stage,
+        )
+
+    @AsyncStatus.wrap
+    async def stage(self) -> None:
+        self._failure = None
+        self._frames_confirmed = 0
+        self._trouble.clear()
+        self._unsubscribe_health()  # a stage after a failed one
+        self._dropped_at_stage = await self._first_answer()
+        for sig, watcher in self._watchers.items():  # an IOC error ends a wait at once
+            sig.subscribe_reading(watcher)
+        self._health_subscribed = True
+        try:
+            await super().stage()
+        except BaseException:
+            self._unsubscribe_health()
+            raise
+
+    async def _first_answer(self) -> int:
+        """``DroppedArrays_RBV`` once the IOC answers: one that just came back may take a few
+        CA search periods to be found."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECONNECT_TIMEOUT
+        while True:
+            try:
+                return await self.hdf1.dropped_arrays.get_value(cached=False)
+            except TimeoutError as err:
+                if loop.time() > deadline:
+                    raise not_responding(self.name, self._prefix, RECONNECT_TIMEOUT, "", 0) from err
+
+    def _unsubscribe_health(self) -> None:
+        if self._health_subscribed:
+            self._health_subscribed = False
+            for sig, watcher in self._watchers.items():
+                sig.clear_sub(watcher)
+
+    @AsyncStatus.wrap
+    async def unstage(self) -> None:
+        """Stop the detector and the capture (bounded), then check every confirmed frame is in
+        the file. After a failure, cleanup errors are logged, not raised: the first cause stays."""
+        try:
+            try:
+                await asyncio.wait_for(super().unstage(), UNSTAGE_TIMEOUT)
+            except TimeoutError as err:
+                raise not_responding(self.name, self._prefix, UNSTAGE_TIMEOUT, "",
+                                     self._frames_confirmed) from err
+            if self._failure is None and self._frames_confirmed:
+                check(await self._health(self._frames_confirmed))
+        except Exception as err:
+            if self._failure is None:
+                raise
+            logger.warning("%s: unstage after %r also failed: %s", self.name, self._failure, err)
+        finally:
+            self._unsubscribe_health()
 
     # --- checks before anything moves ------------------------------------------------------
 
@@ -301,6 +407,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
     async def prepare(self, value: TriggerInfo) -> None:
         """Refuse settings the detector cannot do (naming the limit), then set it up."""
         await self._check_trigger_info(value)
+        self._trouble.clear()  # an error from before this arm is not this acquisition's
         await super().prepare(value)
 
     @WatchableAsyncStatus.wrap
@@ -308,6 +415,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         """One step-scan point of ``images_per_point`` frames."""
         if self._prepare_ctx is None:
             await self.prepare(TriggerInfo(collections_per_event=self.images_per_point))
+        self._trouble.clear()
         async for update in StandardDetector.trigger.__wrapped__(self):
             yield update
 
@@ -320,25 +428,62 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         wait_for_idle: bool,
         watcher_divisor: int = 1,
     ) -> AsyncIterator[WatcherUpdate]:
-        # As the base class, but a stalled acquisition names the frames written and expected.
-        written = initial_collections_written
+        """As the base class, but a write or detector error reported by the IOC ends the wait at
+        once with its message, and a stall or a dead IOC names what was written and expected."""
+        expected = initial_collections_written + collections_requested
+        updates = super()._wait_for_index(
+            data_providers, trigger_info, initial_collections_written,
+            collections_requested, wait_for_idle, watcher_divisor,
+        )
+        trouble = asyncio.ensure_future(self._trouble.wait())
         try:
-            async for update in super()._wait_for_index(
-                data_providers, trigger_info, initial_collections_written,
-                collections_requested, wait_for_idle, watcher_divisor,
-            ):
-                written = update.current * watcher_divisor
+            while True:
+                step = asyncio.ensure_future(anext(updates))
+                await asyncio.wait({step, trouble}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    step.cancel()
+                    await asyncio.gather(step, return_exceptions=True)
+                    check(await self._health(expected))
+                    raise DetectorError(f"{self.name}: the IOC reported an error that cleared "
+                                        "before it could be read; see cam1:StatusMessage_RBV")
+                try:
+                    update = step.result()
+                except StopAsyncIteration:
+                    break
                 yield update
+            check(await self._health(expected))
+            self._frames_confirmed = expected
         except TimeoutError as err:
-            if isinstance(err, AcquisitionTimeout):
-                raise
-            done = written - initial_collections_written
-            state, message = await asyncio.gather(
-                self.driver.detector_state.get_value(), self.driver.status_message.get_value()
-            )
-            raise AcquisitionTimeout(
-                f"{self.name}: {done} of {collections_requested} frames written, then none for "
-                f"{trigger_info.exposure_timeout:g} s (detector {state.value}: {message!r}). "
-                "Fix: check the trigger source (External modes wait for triggers), the IOC, "
-                "and HDF1:WriteMessage; or give a longer TriggerInfo(exposure_timeout=...)"
-            ) from err
+            self._failure = await self._stall_error(trigger_info, expected, err)
+            raise self._failure from err
+        except BaseException as err:
+            self._failure = self._failure or err
+            raise
+        finally:
+            trouble.cancel()
+            await updates.aclose()
+
+    async def _stall_error(self, trigger_info: TriggerInfo, expected: int,
+                           err: TimeoutError) -> Exception:
+        """Why frames stopped coming: the IOC's own error, a dead IOC, or a stall."""
+        if isinstance(err, AcquisitionTimeout):
+            return err
+        try:
+            await asyncio.wait_for(self.driver.detector_state.get_value(cached=False),
+                                   HEALTH_TIMEOUT)
+        except (TimeoutError, NotConnectedError):
+            return not_responding(self.name, self._prefix, trigger_info.exposure_timeout,
+                                  "", self._frames_confirmed)
+        try:
+            reading = await self._health(expected)
+            check_errors(reading)
+        except DetectorError as error:
+            return error
+        return AcquisitionTimeout(
+            f"{self.name}: {reading.captured} of {expected} frames written, then none for "
+            f"{trigger_info.exposure_timeout:g} s (detector {reading.detector_state}: "
+            f"{reading.status_message!r}). Fix: check the trigger source (External modes wait "
+            "for triggers), the IOC, and HDF1:WriteMessage; or give a longer "
+            "TriggerInfo(exposure_timeout=...)"
+        )
+

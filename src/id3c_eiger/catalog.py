@@ -18,13 +18,13 @@ from urllib.parse import unquote, urlparse
 
 import httpx
 from bluesky import RunEngine
-from bluesky_tiled_plugins import TiledWriter
 from tiled.client import from_uri
 from tiled.client.array import ArrayClient
 from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH, Container
 from tiled.structures.core import Spec
 
 from .layout import DATA_DATASET, LinkProblem, unresolved_links
+from .spool import SpoolingTiledWriter
 from .tiled_adapter import HDF5_MIMETYPE, FramewiseHDF5Adapter
 
 RUNS_CONTAINER = "runs"  # where the embedded server keeps Bluesky runs
@@ -168,9 +168,13 @@ class Catalog:
         """The server's URI without its query (which may hold the API key), for messages."""
         return self.uri.split("?", 1)[0]
 
-    def subscribe(self, RE: RunEngine) -> TiledWriter:
-        """Send every document of ``RE`` to this catalog through bluesky-tiled-plugins' TiledWriter."""
-        writer = TiledWriter(self.runs)
+    def subscribe(self, RE: RunEngine, spool_directory: str | Path | None = None
+                  ) -> SpoolingTiledWriter:
+        """Send every document of ``RE`` to this catalog through bluesky-tiled-plugins'
+        TiledWriter, behind a durable spool (``spool.py``; default
+        ``~/.local/state/id3c-eiger/spool``): a run Tiled cannot take is kept, not lost."""
+        writer = SpoolingTiledWriter(self.runs, Path(spool_directory) if spool_directory else None,
+                                     address=self.address)
         self._tokens.append((RE, RE.subscribe(writer)))
         return writer
 

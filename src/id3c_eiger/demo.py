@@ -140,7 +140,7 @@ class SimulatedBeamline:
         except BaseException:
             simulator.stop()
             raise
-        catalog.subscribe(RE)
+        catalog.subscribe(RE, spool_directory=directory / "spool")
         echo(f"embedded Tiled at {catalog.address}")
         return cls(directory, devices, RE, loaded, catalog, simulator)
 

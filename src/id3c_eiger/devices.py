@@ -32,7 +32,7 @@ from ophyd.status import DeviceStatus
 from ophyd.utils.errors import DisconnectedError, InvalidState, UnprimedPlugin
 
 from .geometry import check_images_per_point
-from .health import DetectorError, HealthReading, check, not_responding
+from .health import RECONNECT_TIMEOUT, DetectorError, HealthReading, check, check_errors, not_responding
 from .layout import DATA_DATASET, MASTER_SUFFIX, check_compression
 from .paths import ExpandedPaths, PathTemplates, ReadPathError, WritePathError
 
@@ -276,8 +276,11 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 # ophyd waits forever for a staged value's readback unless told otherwise.
                 if getattr(signal, "_write_timeout", SIGNAL_TIMEOUT) is None:
                     signal._write_timeout = SIGNAL_TIMEOUT
-        if not self._ioc_connected():
-            raise not_responding(self.name, self.prefix, SIGNAL_TIMEOUT, "", 0)
+        try:  # an IOC that just came back may take a few CA search periods to be found
+            for signal in (self.cam.acquire, self.hdf1.capture):
+                signal.wait_for_connection(timeout=RECONNECT_TIMEOUT)
+        except TimeoutError as err:
+            raise not_responding(self.name, self.prefix, RECONNECT_TIMEOUT, "", 0) from err
         staged = super().stage()
         # Read once here, not at every point: the exposure settings do not change mid-scan.
         period = max(self.cam.acquire_period.get(), 0.0)
@@ -294,7 +297,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 raise not_responding(self.name, self.prefix, 0, self.hdf1._fn or "",
                                      self._frames_confirmed)
             unstaged = super().unstage()
-            if self._failure is None:
+            if self._failure is None and self._frames_confirmed:
                 check(self._health(use_monitor=False, expected=self._frames_confirmed))
             return unstaged
         except Exception as err:
@@ -307,9 +310,14 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
     def _force_unstaged(self) -> None:
         """Mark the device and its parts unstaged whatever the IOC did, so the next plan can
         stage again (instead of RedundantStaging) once the IOC answers."""
-        for device in (self.hdf1, self.cam, self):
+        for device in (*(sub for _, sub in self.walk_subdevices(include_lazy=True)), self):
             device._staged = Staged.no
             device._original_vals.clear()
+        hdf1 = self.hdf1  # what FileStoreBase/IterativeWrite.unstage reset, short of CA
+        hdf1._locked_key_list = False
+        hdf1._resource_uid = None
+        hdf1._asset_docs_cache.clear()
+        hdf1._point_counter = None
 
     def _ioc_connected(self) -> bool:
         return self.cam.acquire.connected and self.hdf1.capture.connected
@@ -339,7 +347,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                                   self.hdf1._fn or "", self._frames_confirmed)
         reading = self._health()
         try:
-            check(reading)
+            check_errors(reading)
         except DetectorError as err:
             return err
         return DetectorError(
@@ -369,9 +377,15 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
             raise error
         # As SingleTrigger.trigger, but keeping our own reference: a fast acquisition can end
         # (and clear self._status) before SingleTrigger.trigger returns it.
-        status = self._status = self._status_type(self)
+        try:
+            status = self._status = self._status_type(self)  # reads ArrayCounter
+            self._acquisition_signal.put(1, wait=False)
+        except (TimeoutError, DisconnectedError) as err:
+            error = not_responding(self.name, self.prefix, SIGNAL_TIMEOUT, self.hdf1._fn or "",
+                                   self._frames_confirmed)
+            self._failure = self._failure or error
+            raise error from err
         self._frames_taken += self.images_per_point
-        self._acquisition_signal.put(1, wait=False)
         self.generate_datum(self._image_name, time.time(), {})
         watched = DeviceStatus(self)
         timer = threading.Timer(self._trigger_timeout,

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# s: stage waits this long for an IOC that went away. Channel Access clients find a restarted
+# IOC by their search back-off; measured here with a CA repeater: 4 to 20 s per channel.
+RECONNECT_TIMEOUT = 30.0
+
 
 class DetectorError(RuntimeError):
     """The detector or its IOC failed; the message names the PV it said so on, and the fix."""
@@ -46,10 +50,14 @@ class HealthReading:
                 and self.captured >= self.expected)
 
 
-def check(reading: HealthReading) -> None:
-    """Raise the exception ``reading`` calls for (the first cause first), or nothing."""
+def _counts(r: HealthReading) -> str:
+    return f"{r.file or 'the file'} holds {r.captured} of {r.expected} frames taken"
+
+
+def check_errors(reading: HealthReading) -> None:
+    """Raise the error the IOC reports (file writer first, then detector), or nothing."""
     r = reading
-    counts = f"{r.file or 'the file'} holds {r.captured} of {r.expected} frames taken"
+    counts = _counts(r)
     if r.write_status != "Write OK":
         raise DetectorWriteError(
             f"{r.name}: writing failed, {counts}; the IOC says {r.write_message!r} "
@@ -62,13 +70,20 @@ def check(reading: HealthReading) -> None:
             f"it says {r.status_message!r} ({r.prefix}cam1:StatusMessage_RBV). Fix the setting "
             "it names, then run again."
         )
+
+
+def check(reading: HealthReading) -> None:
+    """Raise the exception ``reading`` calls for (the first cause first), or nothing: the IOC's
+    own errors, then frames missing from the file."""
+    check_errors(reading)
+    r = reading
     if r.captured < r.expected:
         cause = (f"{r.dropped} frames were dropped before the file writer "
                  f"({r.prefix}HDF1:DroppedArrays_RBV): raise HDF1:QueueSize or set "
                  "HDF1:BlockingCallbacks Yes" if r.dropped else
                  f"the detector says {r.status_message!r} and the file writer "
                  f"{r.write_message or r.write_status!r}: check the IOC's log")
-        raise DetectorWriteError(f"{r.name}: frames lost, {counts}; {cause}.")
+        raise DetectorWriteError(f"{r.name}: frames lost, {_counts(r)}; {cause}.")
 
 
 def not_responding(name: str, prefix: str, waited: float, file: str, frames: int) -> DetectorNotResponding:

@@ -1,0 +1,142 @@
+"""Both device flavours under the simulator's faults, through RunEngine, TiledWriter and Tiled: a
+plan that lost frames never ends in success, the first cause is the IOC's own message, and what
+was kept agrees everywhere (frames on disk = in the master = in Tiled). The next plan in the same
+session works."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import bluesky.plans as bp
+import h5py
+import pytest
+from bluesky.utils import FailedStatus
+
+from helpers import ASYNC, CLASSIC, Sim, expected_frames, load_eiger2
+from id3c_eiger.catalog import master_files
+from id3c_eiger.health import DetectorError, DetectorNotResponding, DetectorWriteError
+from id3c_eiger.layout import DATA_DATASET, read_metadata
+from id3c_eiger_sim.process import start_simulator
+
+FLAVOURS = [pytest.param(CLASSIC, id="classic"), pytest.param(ASYNC, id="async")]
+FRAME_BYTES_16 = 512 * 1028 * 2
+
+
+def first_cause(error: BaseException) -> BaseException:
+    """The device's exception behind the RunEngine's FailedStatus."""
+    return error.__cause__ if isinstance(error, FailedStatus) else error
+
+
+def kept(master: Path) -> tuple[int, int]:
+    """(master nimages, frames the master reaches)."""
+    with h5py.File(master, "r", swmr=True) as f:
+        return int(read_metadata(f)["nimages"]), f[DATA_DATASET].shape[0]
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_disk_full_mid_count_ends_in_a_named_write_error(flavour, tmp_path, sim, RE, catalog) -> None:
+    eiger2 = load_eiger2(flavour, tmp_path, sim, f"{sim.directory}/full", compression="None")
+    sim.put("sim:DiskFullAfterBytes", int(3.5 * FRAME_BYTES_16))
+    with pytest.raises(Exception) as raised:
+        RE(bp.count([eiger2], num=8))
+    error = first_cause(raised.value)
+    assert isinstance(error, DetectorWriteError), repr(error)
+    assert "No space left on device" in str(error) and "3 of 4 frames" in str(error)
+    run = catalog.runs[-1]
+    assert run.metadata["stop"]["exit_status"] == "fail"
+    images = run.primary["eiger2_image"]
+    (master,) = master_files(images)
+    assert master.name in str(error)
+    assert kept(master) == (3, 3) and images.shape[0] == 3  # disk = master = Tiled
+    assert (images[2] == expected_frames(master, range(2, 3))[0]).all()
+    sim.put("sim:DiskFullAfterBytes", 0)  # space freed: the same session goes on
+    RE(bp.count([eiger2], num=2))
+    assert catalog.runs[-1].primary["eiger2_image"].shape == (2, 512, 1028)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_refused_setting_is_named_by_the_iocs_own_message(flavour, tmp_path, sim, RE) -> None:
+    eiger2 = load_eiger2(flavour, tmp_path, sim, f"{sim.directory}/jpeg", compression="JPEG")
+    started = time.monotonic()
+    with pytest.raises(Exception) as raised:
+        RE(bp.count([eiger2], num=3))
+    error = first_cause(raised.value)
+    assert isinstance(error, DetectorError), repr(error)
+    assert "Compression JPEG is not supported" in str(error)
+    assert "StatusMessage_RBV" in str(error)
+    assert time.monotonic() - started < 15
+
+
+@pytest.fixture
+def lonely_ioc(tmp_path: Path, spare_port: int):
+    """A simulator of the test's own (prefix DIE:), which the test may kill or stop."""
+    root = tmp_path / "root"
+    root.mkdir()
+    process = start_simulator("DIE:", spare_port, [root])
+    yield process, root
+    if process.process.poll() is None:
+        process.process.send_signal(signal.SIGCONT)
+    process.stop()
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_killed_ioc_is_named_and_the_next_plan_works_once_it_is_back(
+        flavour, tmp_path, lonely_ioc, spare_port, RE, catalog) -> None:
+    _, root = lonely_ioc
+    sim = Sim("DIE:")
+    sim.reset(root, "unused")
+    eiger2 = load_eiger2(flavour, tmp_path, sim, f"{root}/run")
+    sim.put("sim:DieAfterFrames", 3)
+    started = time.monotonic()
+    with pytest.raises(Exception) as raised:
+        RE(bp.count([eiger2], num=6))
+    elapsed = time.monotonic() - started
+    error = first_cause(raised.value)
+    assert isinstance(error, DetectorNotResponding), repr(error)
+    assert "DIE:" in str(error) and "stopped answering" in str(error)
+    assert elapsed < 30, f"{elapsed:.1f} s to the error"
+    run = catalog.runs[-1]
+    assert run.metadata["stop"]["exit_status"] == "fail"
+    assert run.primary["eiger2_image"].shape[0] == 3  # the points the IOC confirmed
+    (master,) = root.glob("run/*master.h5")
+    (data_file,) = root.glob("run/*_data_000001.h5")
+    with h5py.File(data_file, "r", swmr=True) as f:
+        assert f[DATA_DATASET].shape[0] == 3  # the fourth frame never came
+    nimages, reached = kept(master)  # the master as of its last refresh: never ahead
+    assert nimages <= reached <= 3
+    restarted = start_simulator("DIE:", spare_port, [root])
+    try:
+        RE(bp.count([eiger2], num=2))
+        assert catalog.runs[-1].metadata["stop"]["exit_status"] == "success"
+        assert catalog.runs[-1].primary["eiger2_image"].shape == (2, 512, 1028)
+    finally:
+        restarted.stop()
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_frozen_ioc_ends_the_plan_in_bounded_time(flavour, tmp_path, lonely_ioc, RE) -> None:
+    """SIGSTOP: the IOC's sockets stay open but nothing answers."""
+    ioc, root = lonely_ioc
+    sim = Sim("DIE:")
+    sim.reset(root, "unused")
+    sim.put("cam1:AcquireTime", 0.05)
+    sim.put("cam1:AcquirePeriod", 0.05)
+    eiger2 = load_eiger2(flavour, tmp_path, sim, f"{root}/frozen")
+
+    def freeze(name, doc):
+        if name == "event":
+            ioc.process.send_signal(signal.SIGSTOP)
+
+    started = time.monotonic()
+    with pytest.raises(Exception) as raised:
+        RE(bp.count([eiger2], num=5), freeze)
+    elapsed = time.monotonic() - started
+    error = first_cause(raised.value)
+    assert isinstance(error, DetectorError), repr(error)
+    assert "DIE:" in str(error)
+    assert elapsed < 45, f"{elapsed:.1f} s to the error"
+    ioc.process.send_signal(signal.SIGCONT)
+    sim.put("cam1:Acquire", "Done")
+    RE(bp.count([eiger2], num=1))
