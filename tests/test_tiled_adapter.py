@@ -3,9 +3,15 @@ frame by frame, with every frame equal to the files', and a slice reads only its
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
 import bluesky.plans as bp
 import h5py
 import numpy as np
+import pytest
 
 from helpers import CLASSIC, expected_frames, load_eiger2, master_frames
 from id3c_eiger import tiled_adapter
@@ -55,3 +61,62 @@ def test_a_deployed_server_names_the_adapter_in_its_configuration(tmp_path) -> N
                                              "id3c_eiger.tiled_adapter:FramewiseHDF5Adapter"})
     adapter = catalog.context.adapters_by_mimetype[tiled_adapter.HDF5_MIMETYPE]
     assert adapter is tiled_adapter.FramewiseHDF5Adapter
+
+
+def _series_outside(tmp_path, sim, RE, catalog) -> tuple[object, Path, Path]:
+    """A one-point run read through Tiled, then its master and data file (Tiled's view)."""
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/confined/")
+    (uid,) = RE(bp.count([eiger2], num=1))
+    images = catalog.runs[uid].primary["eiger2_image"]
+    (master,) = master_files(images)
+    (data_file,) = master.parent.glob(f"{master.stem.removesuffix('_master')}_data_*.h5")
+    return images, master, data_file
+
+
+def test_a_link_target_swapped_for_a_symlink_outside_is_refused(tmp_path, sim, RE, catalog,
+                                                                caplog) -> None:
+    images, _, data_file = _series_outside(tmp_path, sim, RE, catalog)
+    outside = tmp_path / "outside-storage"
+    outside.mkdir()
+    moved = outside / data_file.name
+    shutil.move(data_file, moved)
+    data_file.symlink_to(moved)  # inside by name, outside in fact
+    with pytest.raises(Exception):  # noqa: B017  (Tiled answers 500; the cause is in its log)
+        images[0]
+    assert "refusing to read external link /entry/data/data" in caplog.text
+    assert f"really {moved}" in caplog.text
+
+
+@pytest.mark.parametrize("escape", ["dotdot", "symlinked-master", "fifo-target"])
+def test_the_adapter_reads_nothing_outside_its_storage(tmp_path, sim, RE, catalog, data_root,
+                                                       escape) -> None:
+    _, master, data_file = _series_outside(tmp_path, sim, RE, catalog)
+    outside = tmp_path / "outside-storage"
+    outside.mkdir()
+    if escape == "dotdot":
+        shutil.copy(master, outside / master.name)
+        registered = Path(f"{data_root}/../{tmp_path.name}/{outside.name}/{master.name}")
+        rule = "outside this server's readable storage"
+    elif escape == "symlinked-master":
+        shutil.copy(master, outside / master.name)
+        registered = master.parent / "evil_master.h5"
+        registered.symlink_to(outside / master.name)
+        rule = "outside this server's readable storage"
+    else:
+        data_file.unlink()
+        os.mkfifo(data_file)  # a reader opening it would block forever
+        registered = master
+        rule = "not a regular file"
+    adapter = catalog.server.catalog.context.adapters_by_mimetype[tiled_adapter.HDF5_MIMETYPE]
+    source = SimpleNamespace(assets=[SimpleNamespace(data_uri=f"file://localhost{registered}")],
+                             structure_family="array")
+    with pytest.raises(tiled_adapter.OutsideReadableStorage, match=rule):
+        adapter.from_catalog(source, None, dataset=DATA_DATASET)
+
+
+def test_a_server_not_told_its_storage_reads_nothing(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv(tiled_adapter.READABLE_STORAGE_VARIABLE, raising=False)
+    source = SimpleNamespace(assets=[SimpleNamespace(data_uri=f"file://localhost{tmp_path}/a.h5")],
+                             structure_family="array")
+    with pytest.raises(tiled_adapter.OutsideReadableStorage, match="ID3C_EIGER_READABLE_STORAGE"):
+        tiled_adapter.FramewiseHDF5Adapter.from_catalog(source, None, dataset=DATA_DATASET)

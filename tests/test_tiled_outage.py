@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from helpers import CLASSIC, Sim, load_eiger2, master_frames
+from id3c_eiger import cli
 from id3c_eiger.catalog import master_files, open_catalog
 from id3c_eiger.spool import RunSpooledWarning, replay
 
@@ -94,8 +95,10 @@ def test_tiled_killed_mid_run_loses_nothing(tmp_path, sim: Sim, tiled_server) ->
     assert uid in message and str(spooled) in message and "id3c-eiger replay" in message
 
     tiled_server.start()
-    assert replay(catalog.runs, spool) == [uid]
+    assert cli.main(["replay", "--tiled", tiled_server.uri, "--api-key", API_KEY,
+                     "--spool", str(spool)]) == 0
     assert not list(spool.glob("*.jsonl"))
+    assert replay(catalog.runs, spool) == []  # nothing left: a second replay writes nothing
     run = catalog.runs[uid]
     assert run.metadata["stop"]["exit_status"] == "success"
     images = run.primary["eiger2_image"]

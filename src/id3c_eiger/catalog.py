@@ -222,7 +222,9 @@ def open_catalog(
         server = SimpleTiledServer(directory=directory, readable_storage=storage or None)
         # What a deployed server's config does with adapters_by_mimetype: one frame of a
         # multi-file master is read as one frame.
-        server.catalog.context.adapters_by_mimetype[HDF5_MIMETYPE] = FramewiseHDF5Adapter
+        # ... and reads nothing outside readable_storage, through links or symlinks.
+        server.catalog.context.adapters_by_mimetype[HDF5_MIMETYPE] = (
+            FramewiseHDF5Adapter.confined_to(storage))
         uri, api_key = server.uri, None
     try:
         try:

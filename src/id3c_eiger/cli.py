@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .config import DEFAULT_DEVICES_FILE
 from .doctor import STREAM, check_chain, check_master_file
@@ -88,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="devices file naming the detector (default configs/devices.yml)")
     doctor.add_argument("--timeout", type=float, default=2.0, help="s to wait for each PV")
     _tiled_options(doctor, "device name in the devices file (default eiger2)")
+    replay = commands.add_parser("replay", help="write runs Tiled could not take, kept in the "
+                                 "spool, to Tiled whole")
+    replay.add_argument("--tiled", required=True, metavar="URI", help="Tiled server")
+    replay.add_argument("--api-key", help="Tiled API key (default: $TILED_API_KEY)")
+    replay.add_argument("--spool", help="spool directory (default ~/.local/state/id3c-eiger/spool)")
     return parser
 
 
@@ -150,6 +156,23 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0 if passed else EXIT_FAIL
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from .catalog import open_catalog
+    from .spool import default_spool_directory, replay
+
+    spool = Path(args.spool) if args.spool else default_spool_directory()
+    if not spool.is_dir():
+        raise ValueError(f"spool directory {spool} does not exist; give --spool where the "
+                         "RunEngine's catalog.subscribe(..., spool_directory=...) keeps it")
+    with open_catalog(args.tiled, api_key=args.api_key) as catalog:
+        written = replay(catalog.runs, spool)
+    for uid in written:
+        print(f"run {uid}: complete in Tiled at {catalog.address}")
+    print(f"{len(written)} spooled run(s) written; {spool} holds no more" if written
+          else f"nothing to replay in {spool}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -162,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if report.ok else EXIT_FAIL
         if args.command == "show":
             return _show(args)
+        if args.command == "replay":
+            return _replay(args)
         return _doctor(args)
     except KeyboardInterrupt:
         print("id3c-eiger: interrupted; processes stopped", file=sys.stderr)

@@ -6,8 +6,14 @@ becomes a single block, and ``images[0]`` reads the whole series on the server
 (``benchmarks/bench_tiled_frame_read.py``). This adapter gives virtual datasets one block per
 frame. It changes nothing for other datasets.
 
+It also confines what a registered master can make the server read. Tiled 0.2.20 checks only the
+registered file's path, without resolving ``..`` or symlinks, and libhdf5 follows external links
+and virtual-dataset sources anywhere. This adapter refuses any master, link target or VDS source
+whose real path lies outside the readable storage, naming the path and the rule.
+
 The embedded server uses it (``catalog.open_catalog``). A deployed server takes it from its
-configuration::
+configuration, with its readable storage also in ``ID3C_EIGER_READABLE_STORAGE`` (directories
+separated by ``:``), since a Tiled adapter is not told the server's storage::
 
     trees:
       - path: /
@@ -19,8 +25,12 @@ configuration::
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import dask.array
 import h5py
@@ -28,7 +38,56 @@ import hdf5plugin  # noqa: F401  (the server decodes bitshuffle/LZ4 frames)
 from tiled.adapters.hdf5 import SWMR_DEFAULT, HDF5Adapter, HDF5ArrayAdapter, h5open
 from tiled.structures.core import StructureFamily
 
+from .layout import link_targets, resolve_target
+
 HDF5_MIMETYPE = "application/x-hdf5"
+READABLE_STORAGE_VARIABLE = "ID3C_EIGER_READABLE_STORAGE"
+LINK_DEPTH = 3  # files followed through links: master -> data file -> (no further in DECTRIS files)
+
+
+class OutsideReadableStorage(PermissionError):
+    """A file the server was asked to read (or a link target) lies outside its readable storage."""
+
+
+def check_confined(master: str | Path, roots: Iterable[str | Path]) -> None:
+    """Refuse (``OutsideReadableStorage``) a master, or any external-link target or virtual
+    source it reaches, whose real path (``..`` and symlinks resolved) is outside ``roots``, or
+    which is not a regular file (a FIFO or device would block the server)."""
+    real_roots = [Path(os.path.realpath(root)) for root in roots]
+    shown = ", ".join(f"{root}/" for root in real_roots) or "(none)"
+    seen: set[Path] = set()
+
+    def check(path: Path, what: str, depth: int) -> None:
+        real = Path(os.path.realpath(path))
+        if real in seen:
+            return
+        seen.add(real)
+        if not any(real == root or real.is_relative_to(root) for root in real_roots):
+            raise OutsideReadableStorage(
+                f"refusing to read {what} {path}" + (f" (really {real})" if real != path else "")
+                + f": outside this server's readable storage ({shown}). Fix: register files "
+                "that lie, with every link target, inside readable_storage, or add their real "
+                "directory to it (and to $" + READABLE_STORAGE_VARIABLE + ")")
+        try:
+            mode = real.stat().st_mode
+        except FileNotFoundError:
+            return  # a missing link target reads as an error (or VDS fill), not a leak
+        if not stat.S_ISREG(mode):
+            raise OutsideReadableStorage(f"refusing to read {what} {path}: not a regular file")
+        if depth >= LINK_DEPTH:
+            return
+        with h5py.File(real, "r", swmr=True) as f:
+            targets = link_targets(f)
+        for target in targets:
+            check(resolve_target(path, target.target), f"{target.kind} {target.link} of {path}",
+                  depth + 1)
+
+    check(Path(master), "master file", 1)
+
+
+def _storage_from_environment() -> tuple[Path, ...]:
+    value = os.environ.get(READABLE_STORAGE_VARIABLE, "")
+    return tuple(Path(item) for item in value.split(os.pathsep) if item)
 
 
 class _VirtualFrames:
@@ -77,11 +136,29 @@ class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
 
 
 class FramewiseHDF5Adapter(HDF5Adapter):
-    """Tiled's HDF5 adapter, serving arrays through ``FramewiseHDF5ArrayAdapter``."""
+    """Tiled's HDF5 adapter, serving arrays through ``FramewiseHDF5ArrayAdapter`` and reading
+    nothing outside ``readable_storage`` (this class's, or ``$ID3C_EIGER_READABLE_STORAGE``)."""
+
+    readable_storage: tuple[Path, ...] = ()
+
+    @classmethod
+    def confined_to(cls, roots: Iterable[str | Path]) -> type[FramewiseHDF5Adapter]:
+        """This adapter reading only under ``roots`` (what the embedded server uses)."""
+        return type(cls.__name__, (cls,), {"readable_storage": tuple(Path(r) for r in roots)})
 
     @classmethod
     def from_catalog(cls, data_source: Any, node: Any, /, dataset: str | list[str] = "/",
                      **kwargs: Any) -> Any:
+        roots = cls.readable_storage or _storage_from_environment()
+        if not roots:
+            raise OutsideReadableStorage(
+                "FramewiseHDF5Adapter does not know this server's readable storage, so it reads "
+                f"nothing. Fix: set {READABLE_STORAGE_VARIABLE} to the readable_storage "
+                "directories (separated by ':') in the Tiled server's environment")
+        for asset in data_source.assets:
+            parsed = urlparse(asset.data_uri)
+            if parsed.scheme == "file":
+                check_confined(Path(unquote(parsed.path)), roots)
         if not isinstance(dataset, str):
             dataset = "/".join(dataset)
         if data_source.structure_family == StructureFamily.array:
