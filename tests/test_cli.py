@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -161,3 +164,35 @@ def test_missing_compression_filter_is_named(tmp_path, master, capsys) -> None:
     assert code == EXIT_FAIL and "filter unavailable" in out and "32099" in out
     assert "hdf5plugin" in out
     assert "frame decodes" not in out  # the doctor stops at the first broken hop
+
+
+def _broken_copy(master: Path, tmp_path: Path, how: str) -> Path:
+    """A copy of the series whose data file is a FIFO, or cut to a third of its size."""
+    copy = tmp_path / master.name
+    shutil.copy(master, copy)
+    data = tmp_path / data_file_name(master, 1)
+    if how == "fifo":
+        os.mkfifo(data)  # an open of it would block until a writer comes: never
+    else:
+        shutil.copy(master.parent / data.name, data)
+        os.truncate(data, data.stat().st_size // 3)
+    return copy
+
+
+@pytest.mark.parametrize("how, named", [("fifo", "is a FIFO, not a regular file"),
+                                        ("truncated", "is cut short")])
+@pytest.mark.parametrize("command", ["inspect", "show", "doctor"])
+def test_a_fifo_or_cut_short_data_file_is_named_never_waited_on(master, tmp_path, how, named,
+                                                                command) -> None:
+    """In a process of its own with a deadline: a hang is a failure, not a stuck suite."""
+    copy = _broken_copy(master, tmp_path, how)
+    argv = {"inspect": ["inspect", str(copy)],
+            "show": ["show", str(copy), "--output", str(tmp_path / "f.png")],
+            "doctor": ["doctor", "--master", str(copy)]}[command]
+    result = subprocess.run([sys.executable, "-m", "id3c_eiger.cli", *argv], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == {"inspect": EXIT_FAIL, "show": EXIT_ERROR,
+                                 "doctor": EXIT_FAIL}[command]
+    assert named in result.stdout + result.stderr
+    if command == "show":
+        assert len(result.stderr.strip().splitlines()) == 1  # one line, no traceback

@@ -15,7 +15,16 @@ from typing import Any
 import h5py
 import hdf5plugin  # noqa: F401  (registers the compression filters a DECTRIS file uses)
 
-from .layout import DATA_GROUP, LinkTarget, check_target, data_members, link_targets, read_metadata
+from .layout import (
+    DATA_GROUP,
+    LinkTarget,
+    UnreadableFile,
+    check_file,
+    check_target,
+    data_members,
+    link_targets,
+    read_metadata,
+)
 
 KEY_METADATA = ("description", "nimages", "ntrigger", "count_time", "frame_time", "photon_energy",
                 "beam_center_x", "beam_center_y", "detector_distance", "bit_depth_image")
@@ -60,6 +69,10 @@ def open_master(path: str | os.PathLike[str]) -> h5py.File:
         raise MasterFileError(f"{path} does not exist; give the path of a *_master.h5 file")
     if not path.is_file():
         raise MasterFileError(f"{path} is not a file; give the path of a *_master.h5 file")
+    try:
+        check_file(path)
+    except UnreadableFile as err:
+        raise MasterFileError(str(err)) from None
     if not h5py.is_hdf5(path):
         raise MasterFileError(f"{path} is not an HDF5 file; give the path of a *_master.h5 file")
     master = h5py.File(path, "r", swmr=True)
@@ -75,6 +88,15 @@ def open_master(path: str | os.PathLike[str]) -> h5py.File:
             "file of the series"
         )
     return master
+
+
+def check_frames_readable(path: str | os.PathLike[str], master: h5py.File) -> None:
+    """Before reading frames: every link target is a whole regular file (reading a FIFO or a
+    file cut short would hang), else ``MasterFileError`` naming it."""
+    for target in link_targets(master):
+        status, detail = check_target(path, target)
+        if status == "not readable":
+            raise MasterFileError(f"frames of {path} cannot be read: {target.link} -> {detail}")
 
 
 def _compression(dataset: h5py.Dataset) -> str:

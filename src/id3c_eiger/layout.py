@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -366,12 +367,44 @@ def missing_filters(dataset: h5py.Dataset) -> list[str]:
     return missing
 
 
+class UnreadableFile(OSError):
+    """A file no reader should open or read: not a regular file, or cut short."""
+
+
+_FILE_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+               (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"))
+
+
+def check_file(path: str | os.PathLike[str]) -> None:
+    """Refuse, before the open or read that would hang: a FIFO, device or socket (an open
+    blocks) and an HDF5 file cut short (libhdf5 reading it with ``swmr=True`` retries forever).
+    ``FileNotFoundError`` if it is missing."""
+    mode = os.stat(path).st_mode
+    for test, kind in _FILE_KINDS:
+        if test(mode):
+            raise UnreadableFile(f"{path} is a {kind}, not a regular file, and reading it would "
+                                 "block or fail; point at (or restore) the real HDF5 file")
+    try:
+        with h5py.File(path, "r", locking=False):
+            pass
+    except OSError as err:  # a file being written (SWMR) may refuse this open: that is fine
+        if "truncated file" in str(err):
+            raise UnreadableFile(
+                f"{path} is cut short ({os.stat(path).st_size} bytes; HDF5 says: "
+                f"{' '.join(str(err).split())}): a copy that did not finish or a full disk. "
+                "Copy it again from where the IOC wrote it") from None
+
+
 def check_target(master_path: str | os.PathLike[str], target: LinkTarget) -> tuple[str, str]:
-    """(status, detail) of one link target here: status is OK, missing file, missing dataset,
-    filter unavailable or cannot open; detail says where it was looked for and why."""
+    """(status, detail) of one link target here: status is OK, missing file, not readable,
+    missing dataset, filter unavailable or cannot open; detail says where and why."""
     resolved = resolve_target(master_path, target.target)
     if not resolved.exists():
         return "missing file", f"file does not exist: {resolved}"
+    try:
+        check_file(resolved)
+    except UnreadableFile as err:
+        return "not readable", str(err)
     try:
         with h5py.File(resolved, "r", swmr=True) as f:
             if target.dataset not in f:

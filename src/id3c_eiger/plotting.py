@@ -13,7 +13,7 @@ import matplotlib
 import numpy as np
 
 from .geometry import flagged_value
-from .inspection import open_master
+from .inspection import check_frames_readable, open_master
 from .layout import DATA_DATASET, read_metadata
 
 MASK_COLOUR = (1.0, 0.0, 1.0)  # magenta: masked, gap and flagged pixels
@@ -58,6 +58,7 @@ def frame_from_master(path: str | os.PathLike[str], frames: int | range = 0) -> 
     """Frame ``frames`` (or their sum) of a master file, masked by its pixel_mask and by the
     flagged value of its bit depth."""
     with open_master(path) as master:
+        check_frames_readable(path, master)
         metadata = read_metadata(master)
         data = master[DATA_DATASET]
         chosen = _frame_range(frames, data.shape[0], str(path))
