@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Annotated as A
 
 from bluesky.protocols import Reading
+from bluesky.utils import NoReplayAllowed
 from event_model import DataKey
 from ophyd_async.core import (
     AsyncStatus,
@@ -88,6 +89,10 @@ LEVEL_MODES = (Eiger2TriggerMode.EXTERNAL_ENABLE, Eiger2TriggerMode.EXTERNAL_GAT
 
 class AcquisitionTimeout(TimeoutError):
     """The detector stopped producing frames, or did not return to Idle, in time."""
+
+
+class FlyScanInterrupted(RuntimeError):
+    """A pause (one Ctrl-C, ``RE.pause``) stopped a fly scan; the frames so far are kept."""
 
 
 class Eiger2DriverIO(ADBaseIO):
@@ -291,6 +296,8 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         }
         self._trouble = asyncio.Event()
         self._health_subscribed = False
+        self._flying = False  # between kickoff and the end of complete
+        self._interrupted = False
         self._failure: BaseException | None = None
         self._frames_confirmed = 0
         self._dropped_at_stage = 0
@@ -351,6 +358,36 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             self._health_subscribed = False
             for sig, watcher in self._watchers.items():
                 sig.clear_sub(watcher)
+
+    # --- pause: a fly scan stops at once, keeping its frames ------------------------------
+
+    @AsyncStatus.wrap
+    async def kickoff(self) -> None:
+        self._interrupted = False
+        await super().kickoff()
+        self._flying = True
+
+    async def stop(self, success: bool = True) -> None:
+        """Stop acquiring now (the capture keeps every frame written, and stays open)."""
+        try:
+            await asyncio.wait_for(self._acquire_logic.ensure_stopped(), UNSTAGE_TIMEOUT)
+        except TimeoutError as err:
+            raise not_responding(self.name, self._prefix, UNSTAGE_TIMEOUT, "",
+                                 self._frames_confirmed) from err
+
+    async def pause(self) -> None:
+        """A fly scan cannot resume half-way through an arm: stop the detector now (one Ctrl-C
+        or ``RE.pause``); the plan's end then records every frame written. Step scans pause as
+        usual (the point is taken again on resume)."""
+        if not self._flying:
+            return
+        self._interrupted = True
+        self._trouble.set()
+        await self.stop()
+        raise NoReplayAllowed(f"{self.name}: the fly scan was stopped by the pause")
+
+    async def resume(self) -> None:
+        """Nothing to do: a paused fly scan ends (``FlyScanInterrupted``) when resumed."""
 
     @AsyncStatus.wrap
     async def unstage(self) -> None:
@@ -443,6 +480,10 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
                 if not step.done():
                     step.cancel()
                     await asyncio.gather(step, return_exceptions=True)
+                    if self._interrupted:
+                        raise FlyScanInterrupted(
+                            f"{self.name}: the fly scan was stopped by a pause; the frames "
+                            "written are kept and recorded. Run a new fly scan for the rest")
                     check(await self._health(expected))
                     raise DetectorError(f"{self.name}: the IOC reported an error that cleared "
                                         "before it could be read; see cam1:StatusMessage_RBV")
@@ -460,6 +501,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             self._failure = self._failure or err
             raise
         finally:
+            self._flying = False
             trouble.cancel()
             await updates.aclose()
 

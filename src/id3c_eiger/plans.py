@@ -46,8 +46,29 @@ def fly_frames(
         yield from bps.declare_stream(detector, name="primary", collect=True)
         for flyer in flyers:  # the detector first: armed before any pulse
             yield from bps.kickoff(flyer, wait=True)
-        yield from bps.collect_while_completing(
-            flyers, [detector], flush_period=flush_period, stream_name="primary"
-        )
+        yield from bpp.finalize_wrapper(
+            _collect_until_complete(flyers, detector, flush_period), _stop_and_collect(detector))
 
     return (yield from inner())
+
+
+def _collect_until_complete(flyers: list[Any], detector: StandardDetector,
+                            flush_period: float) -> MsgGenerator[None]:
+    """As bluesky's collect_while_completing, with a checkpoint each ``flush_period``: one Ctrl-C
+    (a deferred pause) takes effect there, not at the end of the scan."""
+    group = bps._short_uid("complete")
+    for flyer in flyers:
+        yield from bps.complete(flyer, group=group, wait=False)
+    while True:
+        yield from bps.checkpoint()
+        done = yield from bps.wait(group=group, timeout=flush_period, error_on_timeout=False)
+        yield from bps.collect(detector, name="primary")
+        if done:
+            return
+
+
+def _stop_and_collect(detector: StandardDetector) -> MsgGenerator[None]:
+    """However the scan ends (done, stopped, aborted, failed): the detector stops, then every
+    frame written is recorded, so the run in Tiled holds exactly the frames in the files."""
+    yield from bps.stop(detector)
+    yield from bps.collect(detector, name="primary")
