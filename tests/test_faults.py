@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -282,3 +283,21 @@ def test_num_capture_at_its_maximum_costs_no_memory(sim: Sim, ioc: SimulatorProc
     master = sim.stream(100)
     assert psutil.Process(ioc.process.pid).memory_info().rss - rss < 30e6
     assert frames_in_files(master) == (100, 100, 100)
+
+
+def test_a_directory_swapped_for_a_symlink_after_capture_leads_nowhere(sim: Sim) -> None:
+    """The check and the write are apart in time (LazyOpen: files appear at the first frame);
+    the directory checked is held open, so a symlink put in its place is never followed."""
+    checked = sim.directory / "swap"
+    checked.mkdir()
+    sim.put("HDF1:FilePath", str(checked))
+    sim.start_capture()
+    outside = Path(tempfile.mkdtemp(prefix="not-a-root-"))
+    checked.rename(sim.directory / "swap.orig")
+    checked.symlink_to(outside, target_is_directory=True)
+    sim.put("cam1:NumImages", 3)
+    sim.put("cam1:Acquire", "Acquire")
+    sim.put("HDF1:Capture", "Done")
+    assert not any(outside.iterdir())
+    (master,) = (p for p in (sim.directory / "swap.orig").iterdir() if "_data_" not in p.name)
+    assert frames_in_files(master) == (3, 3, 3)

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import logging
 import math
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -33,7 +34,7 @@ from .autosave import Autosave
 from .engine import AcquisitionEngine, AcquisitionPlan, TriggerMode
 from .faults import FaultPVs, Faults, die
 from .frames import FrameGenerator, FramePool, FrameSettings, build_pool
-from .roots import DataRoots, PathRefused, check_file_name, expand_template
+from .roots import DataRoots, FileTarget, PathRefused, check_file_name, expand_template
 from .surface import apply_disabled_fields, record_pv, surface_class, sync_readbacks
 from .writer import SeriesWriter, compression_filters
 
@@ -437,12 +438,16 @@ class _Capture:
 
     mode: str
     limit: int  # 0 = until stopped
-    master_path: Path
-    data_dir: Path
+    target: FileTarget  # master and data directory, held open
     writer: SeriesWriter | None = None
     buffer: list[tuple[FrameSettings, range]] = field(default_factory=list)
     count: int = 0
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def master_path(self) -> Path:
+        """The master file as clients see it (``FullFileName_RBV``)."""
+        return self.target.master_path
 
 
 class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
@@ -519,8 +524,9 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         await self.NumCapture_RBV.write(clamped)
         return clamped
 
-    def _next_file(self) -> tuple[Path, Path]:
-        """(master path, data directory) for the next file, checked against the data roots."""
+    def _next_file(self) -> FileTarget:
+        """The master path and data directory of the next file, checked against the data roots
+        and held open from now on."""
         roots = self.ioc.roots
         directory = roots.prepare_directory(self.FilePath.value, self.CreateDirectory.value)
         name = check_file_name(self.FileName.value)
@@ -529,7 +535,13 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         cam = self.ioc.cam
         if cam.SaveFiles.value == "Enable":
             data_dir = roots.prepare_directory(cam.FilePath.value, cam.CreateDirectory.value)
-        return Path(full), data_dir
+        master_fd = roots.open_directory(directory)
+        try:
+            data_fd = master_fd if data_dir == directory else roots.open_directory(data_dir)
+        except PathRefused:
+            os.close(master_fd)
+            raise
+        return FileTarget(Path(full), data_dir, master_fd, data_fd)
 
     async def _file_done(self, master_path: Path) -> None:
         await self.FullFileName_RBV.write(str(master_path))
@@ -539,11 +551,10 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
             await self.FileNumber_RBV.write(number)
             self.ioc.save_settings()
 
-    def _new_writer(self, master_path: Path, data_dir: Path, pool: FramePool) -> SeriesWriter:
+    def _new_writer(self, target: FileTarget, pool: FramePool) -> SeriesWriter:
         cam = self.ioc.cam
         return SeriesWriter(
-            master_path=master_path,
-            data_dir=data_dir,
+            target=target,
             pool=pool,
             frame_shape=self.ioc.model.shape,
             frames_per_file=cam.FWNImagesPerFile.value,
@@ -624,7 +635,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
                     pool = await self.ioc.pool(settings, self.filters())
                     if capture.writer is None:
                         capture.writer = await self._in_writer_thread(
-                            self._new_writer, capture.master_path, capture.data_dir, pool
+                            self._new_writer, capture.target, pool
                         )
                     try:
                         await self._in_writer_thread(capture.writer.write, pool, frames)
@@ -645,17 +656,20 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         return await loop.run_in_executor(self.ioc.writer_executor, func, *args)
 
     async def _write_single(self, settings: FrameSettings, index: int) -> None:
-        master_path, data_dir = self._next_file()
-        pool = await self.ioc.pool(settings, self.filters())
+        target = self._next_file()
+        try:
+            pool = await self.ioc.pool(settings, self.filters())
 
-        def write() -> None:
-            writer = self._new_writer(master_path, data_dir, pool)
-            writer.write(pool, range(index, index + 1))
-            writer.close()
+            def write() -> None:
+                writer = self._new_writer(target, pool)
+                writer.write(pool, range(index, index + 1))
+                writer.close()
 
-        async with self._lock:
-            await self._in_writer_thread(write)
-        await self._file_done(master_path)
+            async with self._lock:
+                await self._in_writer_thread(write)
+        finally:
+            target.close()
+        await self._file_done(target.master_path)
         await self.write_ok()
 
     # --- capture control --------------------------------------------------------------
@@ -686,12 +700,12 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
                 "ERROR, must collect an array to get dimensions first: the plugin is not "
                 "primed; acquire one frame with EnableCallbacks Enable, or set LazyOpen to Yes"
             )
-        master_path, data_dir = self._next_file()
-        capture = _Capture(mode, self.NumCapture.value, master_path, data_dir)
+        capture = _Capture(mode, self.NumCapture.value, self._next_file())
+        master_path = capture.master_path
         if mode == "Stream" and not lazy:
             pool = await self.ioc.pool(self._primed, self.filters())
             capture.writer = await self._in_writer_thread(
-                self._new_writer, master_path, data_dir, pool
+                self._new_writer, capture.target, pool
             )
         self._capture = capture
         await instance.write("Capture", verify_value=False)
@@ -720,6 +734,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
             except (PathRefused, OSError) as err:
                 await self.report_error(f"closing {capture.master_path} failed: {err}")
             finally:
+                capture.target.close()
                 await self._update_counters(capture, force=True)
                 await self.Capture_RBV.write("Done")
                 await self.Capture.write("Done", verify_value=False)
@@ -731,7 +746,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         cam = self.ioc.cam
 
         def write() -> SeriesWriter:
-            writer = self._new_writer(capture.master_path, capture.data_dir, pools[first_settings])
+            writer = self._new_writer(capture.target, pools[first_settings])
             for settings, frames in capture.buffer:
                 writer.write(pools[settings], frames)
             writer.close(cam.series_metadata(first_settings, writer.n_frames))

@@ -9,11 +9,39 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 
 class PathRefused(Exception):
     """A file path or name the simulator will not write to; the message says why and the fix."""
+
+
+@dataclass
+class FileTarget:
+    """Where one series goes: the master and the data directory as users see them, and each
+    directory held open since it was checked, so that a directory swapped for a symlink later
+    cannot lead a write out of the roots (writes go through ``/proc/self/fd/N``)."""
+
+    master_path: Path
+    data_dir: Path
+    master_dir_fd: int
+    data_dir_fd: int
+
+    @property
+    def master_io(self) -> Path:
+        """The master's path through the held directory."""
+        return Path(f"/proc/self/fd/{self.master_dir_fd}") / self.master_path.name
+
+    @property
+    def data_io(self) -> Path:
+        """The data directory through its held descriptor."""
+        return Path(f"/proc/self/fd/{self.data_dir_fd}")
+
+    def close(self) -> None:
+        """Release the directories."""
+        for fd in {self.master_dir_fd, self.data_dir_fd}:
+            os.close(fd)
 
 
 class DataRoots:
@@ -86,6 +114,26 @@ class DataRoots:
                 "fix its permissions or choose another directory"
             )
         return real
+
+    def open_directory(self, real: Path) -> int:
+        """A descriptor of the confined directory ``real``, opened one level at a time from its
+        root without following any symlink; ``PathRefused`` if a level is no longer a plain
+        directory (swapped since it was checked)."""
+        root = next(r for r in self.roots if real == r or real.is_relative_to(r))
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        for part in real.relative_to(root).parts:
+            try:
+                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as err:
+                raise PathRefused(
+                    f"FilePath {real}: {part!r} is no longer a plain directory ({err.strerror}); "
+                    "it was replaced (by a symlink?) after the check, and nothing was written. "
+                    "Put back a real directory under the data roots"
+                ) from None
+            finally:
+                os.close(fd)
+            fd = next_fd
+        return fd
 
     def exists(self, directory: str) -> bool:
         """``FilePathExists_RBV``: the directory is inside the roots and exists."""

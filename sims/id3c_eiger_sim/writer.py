@@ -31,7 +31,7 @@ from id3c_eiger.layout import (
 
 from .faults import Faults
 from .frames import FramePool
-from .roots import PathRefused
+from .roots import FileTarget, PathRefused
 
 
 def compression_filters(name: str, zlib_level: int = 6) -> dict[str, Any]:
@@ -69,8 +69,7 @@ class SeriesWriter:
 
     def __init__(
         self,
-        master_path: Path,
-        data_dir: Path,
+        target: FileTarget,
         pool: FramePool,
         frame_shape: tuple[int, int],
         frames_per_file: int,
@@ -78,8 +77,10 @@ class SeriesWriter:
         metadata: SeriesMetadata,
         faults: Faults | None = None,
     ) -> None:
-        self.master_path = master_path
-        self.data_dir = data_dir
+        self.master_path = target.master_path
+        self.data_dir = target.data_dir
+        self._master_io = target.master_io  # writes go through the directories held open
+        self._data_io = target.data_io
         self.pool = pool
         self.frame_shape = frame_shape
         self.frames_per_file = max(1, frames_per_file)
@@ -89,9 +90,9 @@ class SeriesWriter:
         self.n_frames = 0
         self._current: _OpenDataFile | None = None
         self._master_written = 0.0
-        if master_path.exists():
+        if self._master_io.exists():
             raise PathRefused(
-                f"{master_path} exists and the IOC never overwrites a file; set another "
+                f"{self.master_path} exists and the IOC never overwrites a file; set another "
                 "HDF1:FileName or FileNumber (AutoIncrement Yes moves it on)"
             )
         self._write_master()
@@ -108,11 +109,12 @@ class SeriesWriter:
         if n_frames == 0:
             parts = [replace(parts[0], n_frames=0)]
         metadata = replace(self.metadata, nimages=n_frames)
-        write_master(self.master_path, parts, self.frame_shape, self.dtype, self.layout, metadata)
+        write_master(self._master_io, parts, self.frame_shape, self.dtype, self.layout, metadata)
         self._master_written = time.monotonic()
 
     def _open_data_file(self, number: int) -> _OpenDataFile:
-        path = self.data_dir / data_file_name(self.master_path, number)
+        name = data_file_name(self.master_path, number)
+        path = self._data_io / name
         first = (number - 1) * self.frames_per_file
         try:
             file, dataset = create_data_file(
@@ -120,7 +122,7 @@ class SeriesWriter:
             )
         except FileExistsError:
             raise PathRefused(
-                f"data file {path} exists and the IOC never overwrites a file; set another "
+                f"data file {self.data_dir / name} exists and the IOC never overwrites a file; set another "
                 "HDF1:FileName or FileNumber"
             ) from None
         return _OpenDataFile(number, path, file, dataset)

@@ -244,8 +244,9 @@ def write_master(
     Readers holding the old master keep reading it; a new open sees the new one whole.
     """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)  # a leftover of a crash (never followed: unlink takes the link)
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w-") as f:  # exclusive: a symlink planted there is not followed
             _write_metadata(f, metadata)
             group = _ensure_group(f, DATA_GROUP)
             if layout is MasterLayout.LEGACY:
