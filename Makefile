@@ -35,6 +35,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_classic_device.py
 	$(BIN)/python benchmarks/bench_async_device.py
 	$(BIN)/python benchmarks/bench_tiled_frame_read.py
+	$(BIN)/python benchmarks/bench_reliability.py
 
 clean:
 	rm -rf $(VENV)

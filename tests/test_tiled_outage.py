@@ -71,14 +71,21 @@ def tiled_server(tmp_path: Path, data_root: Path):
     server.kill()
 
 
-def test_tiled_killed_mid_run_loses_nothing(tmp_path, sim: Sim, tiled_server) -> None:
+@pytest.fixture
+def remote(tmp_path: Path, sim: Sim, tiled_server):
+    """(catalog, RE, spool directory, classic eiger2) writing to the standalone server."""
     from bluesky import RunEngine
 
     catalog = open_catalog(tiled_server.uri, api_key=API_KEY)
-    spool = tmp_path / "spool"
     RE = RunEngine({}, call_returns_result=False)
-    catalog.subscribe(RE, spool_directory=spool)
-    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/outage")
+    catalog.subscribe(RE, spool_directory=tmp_path / "spool")
+    yield catalog, RE, tmp_path / "spool", load_eiger2(CLASSIC, tmp_path, sim,
+                                                          f"{sim.directory}/outage")
+    catalog.close()
+
+
+def test_tiled_killed_mid_run_loses_nothing(tiled_server, remote) -> None:
+    catalog, RE, spool, eiger2 = remote
 
     def kill_tiled(name, doc):
         if name == "event" and doc["seq_num"] == 3:
@@ -105,17 +112,10 @@ def test_tiled_killed_mid_run_loses_nothing(tmp_path, sim: Sim, tiled_server) ->
     assert images.shape == (6, 512, 1028)
     (master,) = master_files(images)
     np.testing.assert_array_equal(images[5], master_frames(master)[5])
-    catalog.close()
 
 
-def test_the_next_run_replays_a_spooled_run(tmp_path, sim: Sim, tiled_server) -> None:
-    from bluesky import RunEngine
-
-    catalog = open_catalog(tiled_server.uri, api_key=API_KEY)
-    spool = tmp_path / "spool"
-    RE = RunEngine({}, call_returns_result=False)
-    catalog.subscribe(RE, spool_directory=spool)
-    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/outage")
+def test_the_next_run_replays_a_spooled_run(tiled_server, remote) -> None:
+    catalog, RE, spool, eiger2 = remote
     tiled_server.kill()
     with pytest.warns(RunSpooledWarning):
         RE(bp.count([eiger2], num=3))
@@ -128,4 +128,3 @@ def test_the_next_run_replays_a_spooled_run(tmp_path, sim: Sim, tiled_server) ->
         time.sleep(0.2)
     assert catalog.runs[spooled.stem].primary["eiger2_image"].shape == (3, 512, 1028)
     assert catalog.runs[latest].primary["eiger2_image"].shape == (2, 512, 1028)
-    catalog.close()
