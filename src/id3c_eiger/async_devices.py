@@ -308,6 +308,9 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         if next(iter(reading.values()))["value"] == bad:
             self._trouble.set()
 
+    def _not_responding(self, waited: float) -> Exception:
+        return not_responding(self.name, self._prefix, waited, "", self._frames_confirmed)
+
     async def _health(self, expected: int) -> HealthReading:
         """The IOC's account of the capture, read now (not from monitors: aioca 2's first
         monitor value after an IOC restart came 20 s late); ``DetectorNotResponding`` if the IOC
@@ -317,8 +320,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
                 asyncio.gather(*(sig.get_value(cached=False) for sig in self._health_signals)),
                 HEALTH_TIMEOUT)
         except (TimeoutError, NotConnectedError) as err:
-            raise not_responding(self.name, self._prefix, HEALTH_TIMEOUT, "",
-                                 self._frames_confirmed) from err
+            raise self._not_responding(HEALTH_TIMEOUT) from err
         return HealthReading(
             name=self.name, prefix=self._prefix, file=file, expected=expected, captured=captured,
             write_status=status, write_message=message, detector_state=str(state.value),
@@ -351,7 +353,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
                 return await self.hdf1.dropped_arrays.get_value(cached=False)
             except TimeoutError as err:
                 if loop.time() > deadline:
-                    raise not_responding(self.name, self._prefix, RECONNECT_TIMEOUT, "", 0) from err
+                    raise self._not_responding(RECONNECT_TIMEOUT) from err
 
     def _unsubscribe_health(self) -> None:
         if self._health_subscribed:
@@ -372,8 +374,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         try:
             await asyncio.wait_for(self._acquire_logic.ensure_stopped(), UNSTAGE_TIMEOUT)
         except TimeoutError as err:
-            raise not_responding(self.name, self._prefix, UNSTAGE_TIMEOUT, "",
-                                 self._frames_confirmed) from err
+            raise self._not_responding(UNSTAGE_TIMEOUT) from err
 
     async def pause(self) -> None:
         """A fly scan cannot resume half-way through an arm: stop the detector now (one Ctrl-C
@@ -397,8 +398,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             try:
                 await asyncio.wait_for(super().unstage(), UNSTAGE_TIMEOUT)
             except TimeoutError as err:
-                raise not_responding(self.name, self._prefix, UNSTAGE_TIMEOUT, "",
-                                     self._frames_confirmed) from err
+                raise self._not_responding(UNSTAGE_TIMEOUT) from err
             if self._failure is None and self._frames_confirmed:
                 check(await self._health(self._frames_confirmed))
         except Exception as err:
@@ -514,8 +514,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             await asyncio.wait_for(self.driver.detector_state.get_value(cached=False),
                                    HEALTH_TIMEOUT)
         except (TimeoutError, NotConnectedError):
-            return not_responding(self.name, self._prefix, trigger_info.exposure_timeout,
-                                  "", self._frames_confirmed)
+            return self._not_responding(trigger_info.exposure_timeout)
         try:
             reading = await self._health(expected)
             check_errors(reading)

@@ -265,6 +265,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self._frames_confirmed = 0  # frames the IOC confirmed in the file
         self._dropped_at_stage = 0
         self._failure: Exception | None = None  # the first cause, once a point failed
+        self._point: DeviceStatus | None = None  # the point in flight
 
     def stage(self) -> list[object]:
         self._master_checked = False
@@ -280,22 +281,23 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
             for signal in (self.cam.acquire, self.hdf1.capture):
                 signal.wait_for_connection(timeout=RECONNECT_TIMEOUT)
         except TimeoutError as err:
-            raise not_responding(self.name, self.prefix, RECONNECT_TIMEOUT, "", 0) from err
+            raise self._not_responding(RECONNECT_TIMEOUT) from err
         staged = super().stage()
         # Read once here, not at every point: the exposure settings do not change mid-scan.
         period = max(self.cam.acquire_period.get(), 0.0)
         self._trigger_timeout = self.images_per_point * period + TRIGGER_MARGIN
         self._dropped_at_stage = int(self.hdf1.dropped.get())
+        self.cam.acquire_busy.subscribe(self._on_connection, event_type="meta", run=False)
         return staged
 
     def unstage(self) -> list[object]:
         """End the capture (the IOC then closes the file) and check every confirmed frame is in
         it. Always leaves the device unstaged; after a failed point, cleanup errors are logged,
         not raised, so the point's error stays the one the plan ends with."""
+        self.cam.acquire_busy.clear_sub(self._on_connection)
         try:
             if not self._ioc_connected():
-                raise not_responding(self.name, self.prefix, 0, self.hdf1._fn or "",
-                                     self._frames_confirmed)
+                raise self._not_responding(0)
             unstaged = super().unstage()
             if self._failure is None and self._frames_confirmed:
                 check(self._health(use_monitor=False, expected=self._frames_confirmed))
@@ -319,6 +321,16 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         hdf1._asset_docs_cache.clear()
         hdf1._point_counter = None
 
+    def _not_responding(self, waited: float) -> Exception:
+        return not_responding(self.name, self.prefix, waited, self.hdf1._fn or "",
+                              self._frames_confirmed)
+
+    def _on_connection(self, *, connected: bool = True, **kwargs: Any) -> None:
+        """A point in flight fails the moment the IOC's connection closes, not at its timeout."""
+        point = self._point
+        if not connected and point is not None and not point.done:
+            self._fail(point, self._not_responding(0))
+
     def _ioc_connected(self) -> bool:
         return self.cam.acquire.connected and self.hdf1.capture.connected
 
@@ -337,14 +349,12 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 dropped=int(hdf1.dropped.get(use_monitor=use_monitor)) - self._dropped_at_stage,
             )
         except (TimeoutError, DisconnectedError) as err:
-            raise not_responding(self.name, self.prefix, SIGNAL_TIMEOUT, hdf1._fn or "",
-                                 self._frames_confirmed) from err
+            raise self._not_responding(SIGNAL_TIMEOUT) from err
 
     def _point_timeout_error(self) -> Exception:
         """Why a point did not finish in time, from what is known without asking the IOC."""
         if not self._ioc_connected():
-            return not_responding(self.name, self.prefix, self._trigger_timeout,
-                                  self.hdf1._fn or "", self._frames_confirmed)
+            return self._not_responding(self._trigger_timeout)
         reading = self._health()
         try:
             check_errors(reading)
@@ -358,10 +368,14 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
             "IOC (a stalled detector: put cam1:Acquire=Done), then run again."
         )
 
+    def _remember(self, error: Exception) -> Exception:
+        """``error``, remembered as the cause if it is the stage's first failure."""
+        self._failure = self._failure or error
+        return error
+
     def _fail(self, status: DeviceStatus, error: Exception) -> None:
         """End the point with ``error``; the first failure of a stage is remembered as the cause."""
-        if self._failure is None:
-            self._failure = error
+        self._remember(error)
         with contextlib.suppress(InvalidState):  # the point ended already (a racing timeout)
             status.set_exception(error)
 
@@ -371,23 +385,17 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         if self._staged != Staged.yes:
             raise RuntimeError(f"{self.name} is not staged: stage it (a plan does) before trigger")
         if not self._ioc_connected():
-            error = not_responding(self.name, self.prefix, 0, self.hdf1._fn or "",
-                                   self._frames_confirmed)
-            self._failure = self._failure or error
-            raise error
+            raise self._remember(self._not_responding(0))
         # As SingleTrigger.trigger, but keeping our own reference: a fast acquisition can end
         # (and clear self._status) before SingleTrigger.trigger returns it.
         try:
             status = self._status = self._status_type(self)  # reads ArrayCounter
             self._acquisition_signal.put(1, wait=False)
         except (TimeoutError, DisconnectedError) as err:
-            error = not_responding(self.name, self.prefix, SIGNAL_TIMEOUT, self.hdf1._fn or "",
-                                   self._frames_confirmed)
-            self._failure = self._failure or error
-            raise error from err
+            raise self._remember(self._not_responding(SIGNAL_TIMEOUT)) from err
         self._frames_taken += self.images_per_point
         self.generate_datum(self._image_name, time.time(), {})
-        watched = DeviceStatus(self)
+        watched = self._point = DeviceStatus(self)
         timer = threading.Timer(self._trigger_timeout,
                                 lambda: self._fail(watched, self._point_timeout_error()))
         timer.daemon = True

@@ -87,10 +87,12 @@ def check(reading: HealthReading) -> None:
 
 
 def not_responding(name: str, prefix: str, waited: float, file: str, frames: int) -> DetectorNotResponding:
-    """The exception for an IOC that stopped answering, naming what was kept."""
+    """The exception for an IOC that stopped answering (``waited`` 0: its connection closed),
+    naming what was kept."""
+    how = f"{waited:.0f} s without an answer" if waited else "its connection closed"
     return DetectorNotResponding(
-        f"{name}: the IOC {prefix} stopped answering Channel Access ({waited:.0f} s without an "
-        f"answer); {frames} frames were confirmed in {file or 'the file'} before. Fix: check "
-        "that the IOC process runs and its host is reachable, then run again (the device "
-        "unstaged itself; no restart of this session is needed)."
+        f"{name}: the IOC {prefix} stopped answering Channel Access ({how}); {frames} frames "
+        f"were confirmed in {file or 'the file'} before. Fix: check that the IOC process runs and "
+        "its host is reachable, then run again (the device unstaged itself; no restart of this "
+        "session is needed)."
     )
