@@ -518,6 +518,8 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         try:
             reading = await self._health(expected)
             check_errors(reading)
+            if reading.dropped:  # frames that never reached the writer: that is the cause
+                check(reading)
         except DetectorError as error:
             return error
         return AcquisitionTimeout(
