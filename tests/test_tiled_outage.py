@@ -121,7 +121,7 @@ def test_the_next_run_replays_a_spooled_run(tiled_server, remote) -> None:
         RE(bp.count([eiger2], num=3))
     (spooled,) = spool.glob("*.jsonl")
     tiled_server.start()
-    (latest,) = RE(bp.count([eiger2], num=2))  # its start replays the spooled run
+    (latest,) = RE(bp.count([eiger2], num=2))  # its start replays the spooled run first
     deadline = time.monotonic() + 30
     while list(spool.glob("*.jsonl")):
         assert time.monotonic() < deadline, "the spooled run was not replayed"

@@ -7,8 +7,8 @@ work a plan waits for. bluesky-tiled-plugins' ``TiledWriter`` gets the documents
 worker thread, so a slow or absent Tiled (its client retries for up to 45 s) never stalls a scan.
 A run Tiled took whole loses its spool file; a run it could not take keeps it, and the plan ends
 with a ``RunSpooledWarning`` naming the file and the fix. The next run's start replays pending
-runs in the background; ``replay()`` (``id3c-eiger replay``) does it on demand: the partial run
-is deleted from Tiled and written again, from its start document to its stop.
+runs first, on the worker (one writer at a time for Tiled); ``replay()`` (``id3c-eiger replay``)
+does it on demand: the partial run is deleted from Tiled and written again, start to stop.
 """
 
 from __future__ import annotations
@@ -71,10 +71,11 @@ class SpoolingTiledWriter:
         self.address = address
         self.stop_wait = stop_wait
         self._writer = TiledWriter(runs)
-        self._queue: queue.Queue[tuple[_Run, str, dict[str, Any]]] = queue.Queue()
+        # (run, document name, document), or (None, "replay", {}): spooled runs first
+        self._queue: queue.Queue[tuple[_Run | None, str, dict[str, Any]]] = queue.Queue()
         self._runs: dict[str, _Run] = {}  # open runs by start uid
+        self._in_flight: set[str] = set()  # runs the worker has not finished with
         self._owner: dict[str, str] = {}  # descriptor / resource uid -> start uid
-        self._replaying = threading.Lock()
         threading.Thread(target=self._work, daemon=True, name="tiled-writer").start()
 
     # --- the RunEngine's side: spool, hand over -----------------------------------------
@@ -93,15 +94,16 @@ class SpoolingTiledWriter:
             os.fsync(run.file.fileno())
             run.file.close()
             del self._runs[run.uid]
+            self._owner = {key: uid for key, uid in self._owner.items() if uid != run.uid}
             self._finish(run)
 
     def _start(self, doc: dict[str, Any]) -> None:
         uid = doc["uid"]
         path = self.spool_directory / f"{uid}{SUFFIX}"
         self._runs[uid] = _Run(uid, path, open(path, "a"))  # noqa: SIM115  (closed at stop)
-        if self.pending(exclude={uid}):
-            threading.Thread(target=self._replay_quietly, daemon=True,
-                             name="tiled-replay").start()
+        self._in_flight.add(uid)
+        if self.pending():  # on the worker, before this run: one writer at a time for Tiled
+            self._queue.put((None, "replay", {}))
 
     def _run_uid(self, name: str, doc: dict[str, Any]) -> str:
         """The start uid a document belongs to (several runs may be open at once)."""
@@ -126,7 +128,8 @@ class SpoolingTiledWriter:
         warnings.warn(RunSpooledWarning(
             f"run {run.uid} is not complete in Tiled{' at ' + self.address if self.address else ''}"
             f" ({reason}). Nothing is lost: its documents are kept in {run.path}. When Tiled "
-            f"answers again, `id3c-eiger replay --spool {self.spool_directory}` writes it whole "
+            f"answers again, `id3c-eiger replay --tiled {self.address or 'URI'} --spool "
+            f"{self.spool_directory}` writes it whole "
             "(the next run also retries it)."
         ), stacklevel=3)
 
@@ -135,6 +138,9 @@ class SpoolingTiledWriter:
     def _work(self) -> None:
         while True:
             run, name, doc = self._queue.get()
+            if run is None:
+                self._replay_quietly()
+                continue
             if run.failed is None:
                 try:
                     self._writer(name, doc)
@@ -145,25 +151,22 @@ class SpoolingTiledWriter:
             if name == "stop":
                 if run.failed is None:
                     run.path.unlink(missing_ok=True)
+                self._in_flight.discard(run.uid)
                 run.written.set()
 
     # --- replay ------------------------------------------------------------------------------
 
-    def pending(self, exclude: set[str] = frozenset()) -> list[Path]:
-        """Spool files of runs not open here (finished or abandoned runs Tiled lacks)."""
+    def pending(self) -> list[Path]:
+        """Spool files of runs Tiled lacks and nothing here is still writing."""
         return [path for path in sorted(self.spool_directory.glob(f"*{SUFFIX}"))
-                if path.stem not in self._runs and path.stem not in exclude]
+                if path.stem not in self._in_flight]
 
     def _replay_quietly(self) -> None:
-        if not self._replaying.acquire(blocking=False):
-            return
         try:
-            for uid in replay(self.runs, self.spool_directory, skip=set(self._runs)):
+            for uid in replay(self.runs, self.spool_directory, skip=set(self._in_flight)):
                 logger.info("spooled run %s is now complete in Tiled", uid)
         except Exception as err:  # Tiled still away: the files stay
             logger.info("spooled runs not replayed yet: %s", err)
-        finally:
-            self._replaying.release()
 
 
 def read_spool(path: Path) -> list[tuple[str, dict[str, Any]]]:
