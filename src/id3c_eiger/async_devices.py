@@ -297,6 +297,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         self._trouble = asyncio.Event()
         self._health_subscribed = False
         self._flying = False  # between kickoff and the end of complete
+        self._ioc_away = False  # the IOC stopped answering during the last stage
         self._interrupted = False
         self._failure: BaseException | None = None
         self._frames_confirmed = 0
@@ -309,6 +310,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             self._trouble.set()
 
     def _not_responding(self, waited: float) -> Exception:
+        self._ioc_away = True  # the next stage waits for every channel to come back
         return not_responding(self.name, self._prefix, waited, "", self._frames_confirmed)
 
     async def _health(self, expected: int) -> HealthReading:
@@ -344,16 +346,19 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             raise
 
     async def _first_answer(self) -> int:
-        """``DroppedArrays_RBV`` once the IOC answers: one that just came back may take a few
-        CA search periods to be found."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + RECONNECT_TIMEOUT
-        while True:
+        """``DroppedArrays_RBV``, once every channel answers: after the IOC went away (in the
+        last stage, or now) its channels come back one by one in CA's search back-off."""
+        if not self._ioc_away:
             try:
                 return await self.hdf1.dropped_arrays.get_value(cached=False)
-            except TimeoutError as err:
-                if loop.time() > deadline:
-                    raise self._not_responding(RECONNECT_TIMEOUT) from err
+            except TimeoutError:
+                pass
+        try:
+            await self.connect(timeout=RECONNECT_TIMEOUT, force_reconnect=True)
+        except NotConnectedError as err:
+            raise self._not_responding(RECONNECT_TIMEOUT) from err
+        self._ioc_away = False
+        return await self.hdf1.dropped_arrays.get_value(cached=False)
 
     def _unsubscribe_health(self) -> None:
         if self._health_subscribed:

@@ -266,6 +266,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self._dropped_at_stage = 0
         self._failure: Exception | None = None  # the first cause, once a point failed
         self._point: DeviceStatus | None = None  # the point in flight
+        self._ioc_away = False  # the IOC stopped answering during the last stage
 
     def stage(self) -> list[object]:
         self._master_checked = False
@@ -277,7 +278,10 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 # ophyd waits forever for a staged value's readback unless told otherwise.
                 if getattr(signal, "_write_timeout", SIGNAL_TIMEOUT) is None:
                     signal._write_timeout = SIGNAL_TIMEOUT
-        try:  # an IOC that just came back may take a few CA search periods to be found
+        try:  # a restarted IOC's channels come back one by one in CA's search back-off
+            if self._ioc_away:
+                self.wait_for_connection(all_signals=True, timeout=RECONNECT_TIMEOUT)
+                self._ioc_away = False
             for signal in (self.cam.acquire, self.hdf1.capture):
                 signal.wait_for_connection(timeout=RECONNECT_TIMEOUT)
         except TimeoutError as err:
@@ -322,6 +326,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         hdf1._point_counter = None
 
     def _not_responding(self, waited: float) -> Exception:
+        self._ioc_away = True  # the next stage waits for every channel to come back
         return not_responding(self.name, self.prefix, waited, self.hdf1._fn or "",
                               self._frames_confirmed)
 
