@@ -82,7 +82,13 @@ class Sim:
             time.sleep(0.02)
 
     def reset(self, directory: Path, name: str) -> None:
-        """Known settings for a test: fast internal series into ``directory``, Stream/BSLZ4."""
+        """Known settings for a test: fast internal series into ``directory``, Stream/BSLZ4.
+
+        An acquisition or capture left running by an earlier (failed) test is stopped first, so
+        its frames do not land in this test's files."""
+        self.put("cam1:Acquire", "Done")
+        self.put("HDF1:Capture", "Done")
+        self.wait_for("cam1:Acquire_RBV", "Done")
         cam = {
             "TriggerMode": "Internal Series", "ManualTrigger": "Disable", "NumImages": 1,
             "NumTriggers": 1, "AcquireTime": 0.001, "AcquirePeriod": 0.002, "ArrayCounter": 0,

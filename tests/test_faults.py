@@ -26,6 +26,19 @@ from id3c_eiger_sim.process import SimulatorProcess, start_simulator
 FRAME_BYTES_16 = 512 * 1028 * 2  # an uncompressed 16-bit frame
 
 
+def open_swmr(path: Path, timeout: float = 5.0) -> h5py.File:
+    """Open a file the simulator may be writing. A data file is locked from its creation until
+    its writer enters SWMR mode (a few ms at a rollover); a reader finding it so tries again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return h5py.File(path, "r", swmr=True)
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def frames_in_files(master: Path) -> tuple[int, int, int]:
     """(master nimages, master frame extent, frames in the data files on disk)."""
     with h5py.File(master, "r", swmr=True) as f:
@@ -33,7 +46,7 @@ def frames_in_files(master: Path) -> tuple[int, int, int]:
         extent = f[DATA_DATASET].shape[0] if DATA_DATASET in f else 0
     on_disk = 0
     for data_file in master.parent.glob(f"{series_stem(master)}_data_*.h5"):
-        with h5py.File(data_file, "r", swmr=True) as f:
+        with open_swmr(data_file) as f:
             dataset = f[DATA_DATASET]
             on_disk += dataset.shape[0]
             low, high = (int(dataset.attrs[key]) for key in ("image_nr_low", "image_nr_high"))
@@ -177,9 +190,12 @@ def test_the_master_never_claims_a_frame_not_on_disk_during_a_capture(sim: Sim) 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_killed_at_a_random_frame_the_files_agree(tmp_path: Path, spare_port: int, seed: int) -> None:
     die_after = random.Random(seed).randrange(20, 1200)
-    ioc = start_simulator("KILL:", spare_port, [tmp_path], extra=("--fault", f"DieAfterFrames={die_after}"))
+    # A prefix per seed: pyepics would otherwise wait out CA's search back-off for the channels
+    # of the previous seed's dead IOC (seen: 25 s).
+    prefix = f"KILL{seed}:"
+    ioc = start_simulator(prefix, spare_port, [tmp_path], extra=("--fault", f"DieAfterFrames={die_after}"))
     try:
-        sim = Sim("KILL:")
+        sim = Sim(prefix)
         sim.reset(tmp_path, "killed")
         sim.put("sim:DieAfterFrames", die_after)  # reset cleared it
         sim.put("cam1:FWNImagesPerFile", 150)

@@ -49,6 +49,8 @@ class Eiger2Cam(EigerDetectorCam):
     EIGER2 IOC does not serve, plus ``AcquireBusy`` and ``WaitForPlugins`` (ADCore 3.4)."""
 
     _cam_release = "3.4"  # tells apstools' SingleTrigger_V34 to wait on AcquireBusy
+    # Lazy parts connect when first used, with the patience stage gives them, not ophyd's 1 s.
+    lazy_wait_for_connection = False
 
     link_0 = link_1 = link_2 = link_3 = None  # EIGER1 only
     dcu_buff_free = fw_clear = None  # EIGER1 only
@@ -80,6 +82,9 @@ class Eiger2HDF5Plugin(FileStoreHDF5IterativeWrite, _LazyOpenHDF5Plugin):
     ``LazyOpen`` makes the plugin take frame size and type from the first frame, so it needs no
     priming; if the IOC does not honour it and the plugin was never primed, stage says so.
     """
+
+    # Lazy parts connect when first used, with the patience stage gives them, not ophyd's 1 s.
+    lazy_wait_for_connection = False
 
     create_directory = Cpt(SignalWithRBV, "CreateDirectory", kind="config")
     # Health, read at every point: monitored, so a healthy point costs no round trip.
@@ -224,6 +229,9 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
     stored with ``compression`` (an ``HDF1:Compression`` choice).
     """
 
+    # Lazy parts connect when first used, with the patience stage gives them, not ophyd's 1 s.
+    lazy_wait_for_connection = False
+
     cam = Cpt(Eiger2Cam, "cam1:")
     hdf1 = Cpt(Eiger2HDF5Plugin, "HDF1:", write_path_template="/", kind="normal")
     _default_read_attrs = ("hdf1",)  # areaDetector devices read nothing by default
@@ -266,19 +274,16 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self._dropped_at_stage = 0
         self._failure: Exception | None = None  # the first cause, once a point failed
         self._point: DeviceStatus | None = None  # the point in flight
-        self._ioc_away = False  # the IOC stopped answering during the last stage
+        self._ioc_away = True  # not yet seen answering on every channel
 
     def stage(self) -> list[object]:
         self._master_checked = False
         self._frames_taken = self._frames_confirmed = 0
         self._failure = None
-        for device in (self, self.cam, self.hdf1):
-            for attr in device.stage_sigs:
-                signal = getattr(device, attr)
-                # ophyd waits forever for a staged value's readback unless told otherwise.
-                if getattr(signal, "_write_timeout", SIGNAL_TIMEOUT) is None:
-                    signal._write_timeout = SIGNAL_TIMEOUT
-        try:  # a restarted IOC's channels come back one by one in CA's search back-off
+        # Every channel, at the first stage and after the IOC went away: a restarted IOC's
+        # channels come back one by one in CA's search back-off, and a busy host may take more
+        # than ophyd's 1 s to connect one (a lazy component then failed the stage).
+        try:
             if self._ioc_away:
                 self.wait_for_connection(all_signals=True, timeout=RECONNECT_TIMEOUT)
                 self._ioc_away = False
@@ -286,6 +291,12 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 signal.wait_for_connection(timeout=RECONNECT_TIMEOUT)
         except TimeoutError as err:
             raise self._not_responding(RECONNECT_TIMEOUT) from err
+        for device in (self, self.cam, self.hdf1):
+            for attr in device.stage_sigs:
+                signal = getattr(device, attr)
+                # ophyd waits forever for a staged value's readback unless told otherwise.
+                if getattr(signal, "_write_timeout", SIGNAL_TIMEOUT) is None:
+                    signal._write_timeout = SIGNAL_TIMEOUT
         staged = super().stage()
         # Read once here, not at every point: the exposure settings do not change mid-scan.
         period = max(self.cam.acquire_period.get(), 0.0)
