@@ -19,6 +19,7 @@ from id3c_eiger_sim.faults import FAULTS
 from id3c_eiger_sim.frames import FrameGenerator, FrameSettings
 
 SEED = 0
+PLUGINS = {"ROI1:": "EIG", "Stats1:": "EIG", "Stats2:": "ROI1", "image1:": "EIG", "Pva1:": "EIG"}
 CLASSIC = "id3c_eiger.devices.Eiger2Detector"
 ASYNC = "id3c_eiger.async_devices.Eiger2Detector"
 
@@ -107,6 +108,13 @@ class Sim:
             self.put(f"HDF1:{key}", value)
         for fault in FAULTS:
             self.put(f"sim:{fault.name}", 0)
+        for key in ("MinX", "MinY", "BinX", "BinY", "SizeX", "SizeY"):  # the whole frame
+            self.put(f"ROI1:{key}", 1000000 if key.startswith("Size") else key.startswith("Bin"))
+        for plugin, source in PLUGINS.items():
+            for key, value in {"EnableCallbacks": "Disable", "BlockingCallbacks": "No",
+                               "QueueSize": 20, "DroppedArrays": 0, "ArrayCounter": 0, "MinCallbackTime": 0,
+                               "NDArrayPort": source}.items():
+                self.put(f"{plugin}{key}", value)
 
     def start_capture(self) -> None:
         """Start a capture without waiting for its end; returns once it is capturing."""

@@ -8,6 +8,7 @@ import pytest
 
 from helpers import Sim
 from id3c_eiger.records import load_records
+from id3c_eiger_sim.surface import NUMBERED_STATES
 
 CA_TYPES = {  # record kind -> the DBR field type a real IOC serves
     "enum": "enum",
@@ -16,6 +17,7 @@ CA_TYPES = {  # record kind -> the DBR field type a real IOC serves
     "string": "string",
     "char": "char",
     "array": "long",
+    "float_array": "double",
 }
 
 
@@ -35,12 +37,12 @@ def test_every_record_connects_with_its_type_enum_strings_and_size(ioc) -> None:
             wrong.append(f"{pv.pvname}: {field_type} != {CA_TYPES[record.kind]}")
         if record.kind == "enum":
             strings = tuple(pv.get_ctrlvars(timeout=5)["enum_strs"])
-            if strings != record.choices:
+            if strings != (record.choices or NUMBERED_STATES):
                 wrong.append(f"{pv.pvname}: {strings} != {record.choices}")
-        if record.kind in {"char", "array"} and pv.nelm != record.nelm:
+        if record.kind in {"char", "array", "float_array"} and pv.nelm != record.nelm:
             wrong.append(f"{pv.pvname}: nelm {pv.nelm} != {record.nelm}")
     assert not wrong, "\n".join(wrong)
-    assert len(pvs) == 661
+    assert len(pvs) == 661 + 965  # cam1: and HDF1:, then the commonPlugins
 
 
 def test_disabled_records_serve_disa_and_identity_is_eiger2(sim: Sim) -> None:

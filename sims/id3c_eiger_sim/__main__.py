@@ -14,7 +14,8 @@ from pathlib import Path
 from id3c_eiger.geometry import MODELS, model_by_key
 
 from .faults import FAULTS, parse_fault
-from .ioc import EigerIOC
+from .ioc import ARM_TIME, DISARM_TIME, EigerIOC
+from .plugins import pva_server_config
 from .process import free_port
 from .roots import DataRoots
 
@@ -25,8 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(
         prog="id3c-eiger-sim",
-        description="Simulated DECTRIS EIGER IOC (ADEiger cam1: + NDFileHDF5 HDF1:) over "
-        "Channel Access, writing EIGER master/data files.",
+        description="Simulated DECTRIS EIGER IOC (ADEiger cam1:, NDFileHDF5 HDF1:, ROI1:, "
+        "Stats1:, Stats2:, image1:, Pva1:) over Channel Access and PV Access, writing EIGER "
+        "master/data files.",
     )
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="PV prefix (default %(default)s)")
     parser.add_argument(
@@ -42,6 +44,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=5064,
                         help="Channel Access server port, TCP and UDP (default %(default)s; 0: a "
                         "free one, reported in the ready line)")
+    parser.add_argument("--pva-port", type=int, default=5076,
+                        help="PV Access search (UDP) port of Pva1:Image (default %(default)s; "
+                        "0: a free one, reported in the ready line)")
+    parser.add_argument("--arm-time", type=float, default=ARM_TIME, metavar="S",
+                        help="seconds from Acquire to the first exposure, as the detector arms "
+                        "(default %(default)s; measure yours: cam1:Acquire to the first frame)")
+    parser.add_argument("--disarm-time", type=float, default=DISARM_TIME, metavar="S",
+                        help="seconds from the last frame to AcquireBusy Done "
+                        "(default %(default)s)")
     parser.add_argument(
         "--fault", action="append", default=[], metavar="NAME=VALUE",
         help="arm a fault at start, as a put to <prefix>sim:NAME would: "
@@ -104,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"id3c-eiger-sim: {err}", file=sys.stderr)
         return 2
-    ioc = EigerIOC(prefix=args.prefix, model=model, roots=data_roots, seed=args.seed)
+    if min(args.arm_time, args.disarm_time) < 0:
+        print("id3c-eiger-sim: --arm-time and --disarm-time are seconds, at least 0",
+              file=sys.stderr)
+        return 2
+    ioc = EigerIOC(prefix=args.prefix, model=model, roots=data_roots, seed=args.seed,
+                   arm_time=args.arm_time, disarm_time=args.disarm_time)
     if not args.no_autosave:
         safe_prefix = "".join(c if c.isalnum() else "_" for c in args.prefix)
         ioc.use_autosave(args.autosave or data_roots.roots[0] / ".id3c-eiger-sim"
@@ -128,15 +144,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"id3c-eiger-sim: {err}", file=sys.stderr)
         return 2
 
+    pva_port = args.pva_port or free_port()
+
     async def ready(async_lib: object) -> None:
         await ioc.initialize()
         for name, value in faults:
             await ioc.sim.arm(name, value)
+        ioc.pva1.serve(pva_server_config(pva_port, interfaces))
         addr_list = " ".join(f"{addr}:{port}" for addr in interfaces)
+        pva_list = " ".join(f"{addr}:{pva_port}" for addr in interfaces)
         print(
             f"id3c-eiger-sim ready: prefix={args.prefix} model={model.description} "
             f"data roots: {data_roots.describe()}\n"
-            f"  clients: export EPICS_CA_ADDR_LIST='{addr_list}' EPICS_CA_AUTO_ADDR_LIST=NO",
+            f"  clients: export EPICS_CA_ADDR_LIST='{addr_list}' EPICS_CA_AUTO_ADDR_LIST=NO "
+            f"EPICS_CA_MAX_ARRAY_BYTES=10000000\n"
+            f"  PV Access ({ioc.pva1.image_name}): export EPICS_PVA_ADDR_LIST='{pva_list}' "
+            "EPICS_PVA_AUTO_ADDR_LIST=NO",
             flush=True,
         )
 
@@ -147,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        ioc.pva1.close()
         ioc.writer_executor.shutdown(wait=True)
+        ioc.plugin_executor.shutdown(wait=True)
     return 0
 
 

@@ -10,6 +10,7 @@ precompressed chunks at the detector's full rate; tests recompute any frame with
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,8 @@ class FrameGenerator:
         self.model = model
         self.seed = seed
         self._rates: OrderedDict[tuple[float, ...], np.ndarray] = OrderedDict()
+        self._series: OrderedDict[FrameSettings, tuple[np.ndarray, ...]] = OrderedDict()
+        self._lock = threading.Lock()  # the file writer's pool and the plugins ask from threads
 
     def rate_map(self, settings: FrameSettings) -> np.ndarray:
         """Expected counts/s per pixel for the beam geometry (float64, cached)."""
@@ -95,6 +98,21 @@ class FrameGenerator:
                 -0.5 * ((py - cy) ** 2 + (px - cx) ** 2) / 1.1**2
             )
         return rates
+
+    def series_frames(self, settings: FrameSettings) -> tuple[np.ndarray, ...]:
+        """The ``POOL_SIZE`` distinct frames a series cycles through (read-only, a few cached):
+        what the camera hands to its plugins and what the file pools compress."""
+        with self._lock:
+            frames = self._series.get(settings)
+            if frames is None:
+                frames = tuple(self.frame(slot, settings) for slot in range(POOL_SIZE))
+                for frame in frames:
+                    frame.flags.writeable = False
+                self._series[settings] = frames
+                while len(self._series) > 3:
+                    self._series.popitem(last=False)
+            self._series.move_to_end(settings)
+            return frames
 
     def frame(self, index: int, settings: FrameSettings) -> np.ndarray:
         """Frame ``index`` (0-based in its series) as the detector would deliver it."""
@@ -140,8 +158,8 @@ def build_pool(
         )
         chunks = []
         mask = 0
-        for slot in range(POOL_SIZE):
-            dataset[slot] = generator.frame(slot, settings)
+        for slot, frame in enumerate(generator.series_frames(settings)):
+            dataset[slot] = frame
             mask, chunk = dataset.id.read_direct_chunk((slot, 0, 0))
             chunks.append(bytes(chunk))
     return FramePool(settings, tuple(sorted(filters.items())), tuple(chunks), mask)

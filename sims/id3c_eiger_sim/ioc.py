@@ -1,4 +1,5 @@
-"""The simulated ADEiger IOC: ``cam1:`` (the EIGER driver) and ``HDF1:`` (NDFileHDF5).
+"""The simulated ADEiger IOC: ``cam1:`` (the EIGER driver), ``HDF1:`` (NDFileHDF5) and the
+commonPlugins (``plugins/``), which take the camera's frames as NDArrays from its port ``EIG``.
 
 Each PV group serves the full record surface (``surface.py``) and redeclares the records whose
 behaviour matters: timing clamps and the data type that follows them, photon energy, triggers and
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from caproto import AlarmSeverity, AlarmStatus
 from caproto.server import PVGroup, SubGroup
 
@@ -34,6 +36,7 @@ from .autosave import Autosave
 from .engine import AcquisitionEngine, AcquisitionPlan, TriggerMode
 from .faults import FaultPVs, Faults, die
 from .frames import FrameGenerator, FramePool, FrameSettings, build_pool
+from .plugins import NDArray, Ports, PvaPlugin, ROIPlugin, StatsPlugin, StdArraysPlugin, plugin_group
 from .roots import DataRoots, FileTarget, PathRefused, check_file_name, expand_template
 from .surface import apply_disabled_fields, record_pv, surface_class, sync_readbacks
 from .writer import SeriesWriter, compression_filters
@@ -47,6 +50,9 @@ COUNTER_UPDATE_PERIOD = 0.1  # s between CA updates of frame counters, as a real
 MAX_COUNT = 2**31 - 1
 CAMERA_PORT = "EIG"
 POOL_CACHE_SIZE = 3
+PLUGIN_WAIT = 30.0  # s: WaitForPlugins gives up (and says so) after this
+ARM_TIME = 0.025  # s: default time from Acquire to the first exposure (the DCU arms)
+DISARM_TIME = 0.005  # s: default time from the last frame to AcquireBusy Done
 
 
 class SimulatorError(Exception):
@@ -126,6 +132,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._engine: AcquisitionEngine | None = None
+        self._series: tuple[np.ndarray, ...] = ()  # the frames the acquisition cycles through
         self._counter_base = 0
         self._acquire_start = 0.0
         self._counters = Throttle(COUNTER_UPDATE_PERIOD)
@@ -373,6 +380,10 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         failed = False
         try:
             await self.ioc.hdf.prepare(settings)
+            loop = asyncio.get_running_loop()
+            self._series = await loop.run_in_executor(None, self.ioc.generator.series_frames,
+                                                      settings)
+            await asyncio.sleep(self.ioc.arm_time)  # the DCU prepares the series
             self._counter_base = self.ArrayCounter_RBV.value
             self._acquire_start = time.monotonic()
             await self.NumImagesCounter_RBV.write(0)
@@ -384,6 +395,8 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
             self._engine = None
             await self._update_counters(engine.produced, force=True)
             await self.ioc.hdf.flush_counters()  # the last frames' NumCaptured, not throttled
+            await self._wait_for_plugins()
+            await asyncio.sleep(self.ioc.disarm_time)
             if failed:
                 await self.DetectorState_RBV.write("Error")
             elif engine.stopped:
@@ -393,6 +406,14 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
                 await self.DetectorState_RBV.write("Idle")
                 await self._note(f"Acquisition completed: {produced} frames")
             await self._set_busy(False)
+
+    async def _wait_for_plugins(self) -> None:
+        """With ``WaitForPlugins`` Yes, ``AcquireBusy`` stays busy until every plugin has done
+        the arrays it took (ADCore 3.4), so a client reading Stats after it sees this series."""
+        ports = self.ioc.ports
+        if self.WaitForPlugins.value == "Yes" and not await ports.wait_idle(PLUGIN_WAIT):
+            await self._note(f"WaitForPlugins: plugins still busy after {PLUGIN_WAIT:g} s")
+        await ports.flush_counters()
 
     async def _report_state(self, state: str, message: str) -> None:
         # Counters are throttled while frames flow; a pause (waiting for a trigger) shows them.
@@ -408,6 +429,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         frames = frames[:taken]
         base = self._counter_base
         await self.ioc.hdf.receive(settings, range(base + frames.start, base + frames.stop))
+        await self._publish(range(base + frames.start, base + frames.stop))
         await self.ioc.sim.show()
         if fault == "die":
             die()
@@ -417,6 +439,16 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         else:
             await self._update_counters(frames.stop)
         return taken
+
+    async def _publish(self, indices: range) -> None:
+        """The frames as NDArrays on the camera's port, to the plugins listening there."""
+        ports = self.ioc.ports
+        if not ports.wanted(CAMERA_PORT):
+            return
+        now = time.time()
+        for index in indices:
+            frame = self._series[index % len(self._series)]
+            await ports.publish(CAMERA_PORT, NDArray(frame, index + 1, now))
 
     async def _update_counters(self, produced: int, force: bool = False) -> None:
         if not self._counters.ready(force):
@@ -772,19 +804,32 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
 
 
 class EigerIOC(PVGroup):
-    """The whole simulated IOC: ``<prefix>cam1:``, ``<prefix>HDF1:`` and the fault surface
+    """The whole simulated IOC: ``<prefix>cam1:``, ``<prefix>HDF1:``, the commonPlugins
+    (``ROI1:``, ``Stats1:``, ``Stats2:``, ``image1:``, ``Pva1:``) and the fault surface
     ``<prefix>sim:``."""
 
     cam = SubGroup(CameraPVs, prefix="cam1:")
     hdf = SubGroup(FilePluginPVs, prefix="HDF1:")
+    # commonPlugins, in start order (Stats2 listens to ROI1)
+    roi1 = plugin_group("ROI1:", "ROI1", ROIPlugin)
+    stats1 = plugin_group("Stats1:", "STATS1", StatsPlugin)
+    stats2 = plugin_group("Stats2:", "STATS2", StatsPlugin)
+    image1 = plugin_group("image1:", "Image1", StdArraysPlugin)
+    pva1 = plugin_group("Pva1:", "PVA1", PvaPlugin)
     sim = SubGroup(FaultPVs, prefix="sim:")
 
     def __init__(self, *args: Any, model: DetectorModel, roots: DataRoots, seed: int = 0,
+                 arm_time: float = ARM_TIME, disarm_time: float = DISARM_TIME,
                  **kwargs: Any) -> None:
         self.model = model
         self.roots = roots
+        self.arm_time = arm_time
+        self.disarm_time = disarm_time
         self.generator = FrameGenerator(model, seed)
         self.writer_executor = ThreadPoolExecutor(1, thread_name_prefix="hdf-writer")
+        self.plugin_executor = ThreadPoolExecutor(2, thread_name_prefix="plugins")
+        self.ports = Ports()  # the plugin groups register on it as they are made
+        self.ports.add_driver(CAMERA_PORT)
         self.autosave: Autosave | None = None
         self._pools: OrderedDict[tuple[Any, ...], asyncio.Future[FramePool]] = OrderedDict()
         super().__init__(*args, **kwargs)
@@ -800,6 +845,11 @@ class EigerIOC(PVGroup):
                 self.autosave.save()
             except OSError as err:
                 log.warning("autosave to %s failed: %s", self.autosave.path, err)
+
+    @property
+    def plugins(self) -> tuple[Any, ...]:
+        """The commonPlugins groups, in start order."""
+        return (self.roi1, self.stats1, self.stats2, self.image1, self.pva1)
 
     @property
     def faults(self) -> Faults:
@@ -854,9 +904,9 @@ class EigerIOC(PVGroup):
             "DriverVersion_RBV": f"3.5.0 (id3c-eiger-sim {__version__})",
             "ADCoreVersion_RBV": "3.13.0",
         }
-        for name, value in identity.items():
-            await getattr(cam, name).write(value)
-            await getattr(hdf, name).write(value)
+        for group in (cam, hdf, *self.plugins):
+            for name, value in identity.items():
+                await getattr(group, name).write(value)
         await cam.PortName_RBV.write(CAMERA_PORT)
         await hdf.PortName_RBV.write("FileHDF1")
         await hdf.PluginType_RBV.write("NDFileHDF5")
@@ -903,6 +953,10 @@ class EigerIOC(PVGroup):
         await cam.StatusMessage_RBV.write("Idle")
         await apply_disabled_fields(cam, "cam1:")
         await apply_disabled_fields(hdf, "HDF1:")
+        for plugin in self.plugins:
+            await sync_readbacks(plugin, plugin.prefix.removeprefix(self.prefix))
+            await apply_disabled_fields(plugin, plugin.prefix.removeprefix(self.prefix))
+            await plugin.start()
         if self.autosave is not None:
             restored = await self.autosave.restore()
             if restored:

@@ -36,9 +36,14 @@ def free_port() -> int:
         return port
 
 
-def client_environment(port: int) -> dict[str, str]:
-    """The EPICS variables a client needs to reach a simulator on loopback ``port`` only."""
-    return {"EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}", "EPICS_CA_AUTO_ADDR_LIST": "NO"}
+def client_environment(port: int, pva_port: int | None = None) -> dict[str, str]:
+    """The EPICS variables a client needs to reach a simulator on loopback ``port`` only (and
+    its PV Access channel on ``pva_port``); ``image1:ArrayData`` needs the array size."""
+    env = {"EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}", "EPICS_CA_AUTO_ADDR_LIST": "NO",
+           "EPICS_CA_MAX_ARRAY_BYTES": "10000000"}
+    if pva_port is not None:
+        env |= {"EPICS_PVA_ADDR_LIST": f"127.0.0.1:{pva_port}", "EPICS_PVA_AUTO_ADDR_LIST": "NO"}
+    return env
 
 
 @dataclass
@@ -49,6 +54,7 @@ class SimulatorProcess:
     port: int
     roots: list[Path]
     process: subprocess.Popen
+    pva_port: int = 0  # its PV Access search port (Pva1:Image)
     output: list[str] = field(default_factory=list)
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> None:
@@ -82,8 +88,9 @@ def start_simulator(prefix: str, port: int, roots: list[Path], *, seed: int = 0,
                     timeout: float = START_TIMEOUT) -> SimulatorProcess:
     """Start ``python -m id3c_eiger_sim`` serving ``prefix`` on loopback ``port`` and return once
     it is ready; raises ``SimulatorStartError`` (and stops it) after ``timeout`` seconds."""
+    pva_port = free_port()
     cmd = [sys.executable, "-m", "id3c_eiger_sim", "--prefix", prefix, "--port", str(port),
-           "--seed", str(seed), *extra]
+           "--pva-port", str(pva_port), "--seed", str(seed), *extra]
     for root in roots:
         cmd += ["--data-root", str(root)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
@@ -91,7 +98,7 @@ def start_simulator(prefix: str, port: int, roots: list[Path], *, seed: int = 0,
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env=env, user=user, start_new_session=True,
                                preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
-    simulator = SimulatorProcess(prefix, port, list(roots), process)
+    simulator = SimulatorProcess(prefix, port, list(roots), process, pva_port)
     ready = threading.Event()
 
     def pump() -> None:

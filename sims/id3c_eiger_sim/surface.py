@@ -18,8 +18,12 @@ from caproto.server import PVGroup, PvpropertyChar, pvproperty
 
 from id3c_eiger.records import Record, records_for
 
-# caproto has no "busy" record; "bo" carries the same fields.
-_FIELD_RECORD = {"busy": "bo"}
+# caproto has no "busy" or "sseq" record; "bo" and "seq" carry the same fields.
+_FIELD_RECORD = {"busy": "bo", "sseq": "seq"}
+
+# A bo without ZNAM/ONAM: an IOC serves no strings and clients show the number; caproto cannot
+# serve an enum without strings, so these are the strings clients would show.
+NUMBERED_STATES = ("0", "1")
 
 Putter = Callable[[PVGroup, Any, Any], Awaitable[Any]]
 
@@ -46,10 +50,11 @@ def record_pv(record: Record, put: Putter | None = None, **overrides: Any) -> pv
     }
     if kind == "enum":
         index = int(record.default or 0)
+        choices = record.choices or NUMBERED_STATES
         kwargs |= {
-            "value": record.choices[index],
+            "value": choices[index],
             "dtype": ChannelType.ENUM,
-            "enum_strings": record.choices,
+            "enum_strings": choices,
         }
     elif kind == "float":
         kwargs |= {"value": float(record.default or 0.0), "dtype": float, "precision": 6}
@@ -64,6 +69,8 @@ def record_pv(record: Record, put: Putter | None = None, **overrides: Any) -> pv
             "max_length": record.nelm,
             "string_encoding": "latin-1",
         }
+    elif kind == "float_array":
+        kwargs |= {"value": [0.0] * record.nelm, "dtype": float, "max_length": record.nelm}
     else:  # integer array
         kwargs |= {"value": [0] * record.nelm, "dtype": int, "max_length": record.nelm}
     if put is not None:
@@ -80,6 +87,10 @@ def _echo_to(rbv: Record) -> Putter:
             await group.report_error(f"{instance.pvspec.name} {value} refused: not a finite "
                                      "number; give a finite value (the previous value is kept)")
             return instance.value
+        changed = getattr(group, "setting_changed", None)
+        if changed is not None:  # behaviour attached where it matters (plugins); it may refuse
+            kept = await changed(instance.pvspec.name, value)
+            value = value if kept is None else kept
         readback = getattr(group, rbv.suffix)
         if rbv.kind == "enum" and instance.enum_strings:
             index = list(instance.enum_strings).index(value)
@@ -93,7 +104,7 @@ def _echo_to(rbv: Record) -> Putter:
 
 
 def surface_class(plugin: str, name: str) -> type[PVGroup]:
-    """A PVGroup class serving every record of ``plugin`` ("cam1:" or "HDF1:")."""
+    """A PVGroup class serving every record of ``plugin`` ("cam1:", "Stats1:" ...)."""
     records = records_for(plugin)
     namespace: dict[str, Any] = {"__doc__": f"Every record of an ADEiger IOC's {plugin}"}
     for suffix, record in records.items():

@@ -1,8 +1,10 @@
-"""The record table of a real ADEiger EIGER2 IOC and its NDFileHDF5 plugin.
+"""The record tables of a real ADEiger EIGER2 IOC: the driver, its NDFileHDF5 plugin and the
+plugins ADCore's commonPlugins load.
 
-Read from the table shipped with the package (``data/adeiger2_records.tsv``): every record under
-``cam1:`` and ``HDF1:`` with its type, enum strings, waveform type/size and default. The
-simulator builds its PV surface from it and tests check a served surface against it.
+Read from the tables shipped with the package: ``data/adeiger2_records.tsv`` (``cam1:``,
+``HDF1:``) and ``data/adcore_plugins_records.tsv`` (``ROI1:``, ``Stats1:``, ``Stats2:``,
+``image1:``, ``Pva1:``), each record with its type, enum strings, waveform type/size and default.
+The simulator builds its PV surfaces from them and tests check a served surface against them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from functools import cache
 from importlib.resources import files
 
 ENUM_TYPES = frozenset({"bi", "bo", "busy", "mbbi", "mbbo"})
-FLOAT_TYPES = frozenset({"ai", "ao", "calc", "calcout"})
-INT_TYPES = frozenset({"longin", "longout", "fanout", "asyn"})
+FLOAT_TYPES = frozenset({"ai", "ao", "calc", "calcout", "dfanout"})
+INT_TYPES = frozenset({"longin", "longout", "fanout", "asyn", "sseq"})
 STRING_TYPES = frozenset({"stringin", "stringout"})
 ARRAY_TYPES = frozenset({"waveform", "subArray"})
 
@@ -26,7 +28,7 @@ _MACRO = re.compile(r"^\$\((?P<name>[A-Z_]+)(=(?P<default>[^)]*))?\)$")
 class Record:
     """One EPICS record as a real IOC serves it."""
 
-    plugin: str  # "cam1:" or "HDF1:"
+    plugin: str  # "cam1:", "HDF1:", "Stats1:", ...
     suffix: str  # PV name after the plugin prefix, e.g. "Acquire_RBV"
     record_type: str
     choices: tuple[str, ...]  # enum strings in order (enum records only)
@@ -37,7 +39,8 @@ class Record:
 
     @property
     def kind(self) -> str:
-        """How the value travels over CA: enum, float, int, string, char (text) or array."""
+        """How the value travels over CA: enum, float, int, string, char (text), array
+        (integers) or float_array."""
         if self.record_type in ENUM_TYPES:
             return "enum"
         if self.record_type in FLOAT_TYPES:
@@ -47,7 +50,7 @@ class Record:
         if self.record_type in STRING_TYPES:
             return "string"
         if self.record_type in ARRAY_TYPES:
-            return "char" if self.ftvl == "CHAR" else "array"
+            return {"CHAR": "char", "DOUBLE": "float_array"}.get(self.ftvl, "array")
         raise ValueError(f"record {self.plugin}{self.suffix}: unknown type {self.record_type!r}")
 
 
@@ -62,12 +65,15 @@ def _parse_nelm(text: str) -> int:
     return int(_resolve_macro(text) or 0)
 
 
+TABLES = ("adeiger2_records.tsv", "adcore_plugins_records.tsv")
+
+
 @cache
 def load_records() -> tuple[Record, ...]:
-    """Every record of the table, in table order."""
-    table = files("id3c_eiger").joinpath("data/adeiger2_records.tsv").read_text()
+    """Every record of the tables, in table order."""
+    text = "\n".join(files("id3c_eiger").joinpath(f"data/{name}").read_text() for name in TABLES)
     rows = csv.reader(
-        (line for line in table.splitlines() if line and not line.startswith("#")),
+        (line for line in text.splitlines() if line and not line.startswith("#")),
         delimiter="\t",
     )
     records = []
@@ -88,5 +94,5 @@ def load_records() -> tuple[Record, ...]:
 
 
 def records_for(plugin: str) -> dict[str, Record]:
-    """The records of one plugin (``"cam1:"`` or ``"HDF1:"``) by suffix."""
+    """The records of one plugin (``"cam1:"``, ``"Stats1:"`` ...) by suffix."""
     return {r.suffix: r for r in load_records() if r.plugin == plugin}
