@@ -6,6 +6,8 @@ trigger (Internal Series, External Series, External Enable/Gate), acquire (arm, 
 with timeouts) and data (HDF1 writing ``<uuid>_master.h5`` where the write path template
 points, recorded by the read path template, as the classic ``id3c_eiger.devices`` device does).
 Its keyword arguments are the classic device's, so a devices file switches flavour in one line.
+Each step-scan point also reads the commonPlugins' numbers (Stats1 total of the frame, Stats2 net
+of ROI1's region) through ophyd-async's ``PluginSignalDataLogic``, hinted for LiveTable and plots.
 Every point, every fly scan and unstage check the IOC's own account (``health``): a write error
 or a detector error ends the wait at once with the IOC's message, a dead IOC is named, and unstage
 never hides the first cause.
@@ -42,6 +44,7 @@ from ophyd_async.core import (
     derived_signal_r,
 )
 from ophyd_async.epics.adcore import (
+    NDROIIO,
     ADAcquireLogic,
     ADBaseDataType,
     ADBaseIO,
@@ -51,6 +54,8 @@ from ophyd_async.epics.adcore import (
     AreaDetector,
     NDArrayDescription,
     NDFileHDF5IO,
+    NDStatsIO,
+    PluginSignalDataLogic,
 )
 from ophyd_async.epics.core import PvSuffix
 
@@ -58,8 +63,10 @@ from .geometry import (
     DATA_TYPE_BY_BITS,
     EIGER2_500K,
     DetectorModel,
+    Roi,
     TimingError,
     check_images_per_point,
+    check_roi,
 )
 from .health import RECONNECT_TIMEOUT, DetectorError, HealthReading, check, check_errors, not_responding
 from .layout import check_compression
@@ -115,6 +122,21 @@ class Eiger2HDF5IO(NDFileHDF5IO):
     write_status: A[SignalR[str], PvSuffix("WriteStatus")]
     write_message: A[SignalR[str], PvSuffix("WriteMessage")]
     dropped_arrays: A[SignalR[int], PvSuffix("DroppedArrays_RBV")]
+
+
+class Eiger2ROIIO(NDROIIO):
+    """``ROI1:``: ophyd-async's NDROIIO plus where the region starts and whether it is cut."""
+
+    min_x: A[SignalRW[int], PvSuffix.rbv("MinX")]
+    min_y: A[SignalRW[int], PvSuffix.rbv("MinY")]
+    enable_x: A[SignalRW[EnableDisable], PvSuffix.rbv("EnableX")]
+    enable_y: A[SignalRW[EnableDisable], PvSuffix.rbv("EnableY")]
+
+
+class Eiger2StatsIO(NDStatsIO):
+    """``Stats1:``/``Stats2:``: ophyd-async's NDStatsIO plus the background-subtracted total."""
+
+    net: A[SignalR[float], PvSuffix("Net_RBV")]
 
 
 def _image_data_type(bits: int) -> ADBaseDataType:
@@ -245,8 +267,10 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         allow_8bit: bool = False,
         level_trigger_mode: str = Eiger2TriggerMode.EXTERNAL_ENABLE.value,
         compression: str = "BSLZ4",
+        roi: list[int] | None = None,
     ) -> None:
         check_images_per_point(images_per_point)
+        self.roi: Roi | None = None if roi is None else check_roi(roi, EIGER2_500K)
         if level_trigger_mode not in LEVEL_MODES:
             raise ValueError(
                 f"level_trigger_mode {level_trigger_mode!r} is not a level trigger mode of the "
@@ -266,8 +290,16 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             driver,
             acquire_logic=Eiger2AcquireLogic(driver, driver_armed_signal=driver.armed),
             trigger_logic=Eiger2TriggerLogic(driver, Eiger2TriggerMode(level_trigger_mode)),
+            plugins={"roi1": Eiger2ROIIO(prefix + "ROI1:"),
+                     "stats1": Eiger2StatsIO(prefix + "Stats1:"),
+                     "stats2": Eiger2StatsIO(prefix + "Stats2:")},
             config_sigs=(driver.trigger_mode, driver.bit_depth_image, driver.photon_energy),
             name=name,
+        )
+        self.add_detector_logics(
+            PluginSignalDataLogic(driver, self.stats1.total),
+            PluginSignalDataLogic(driver, self.stats2.net),
+            PluginSignalDataLogic(driver, self.stats2.total, hinted=False),
         )
         self.add_detector_logics(
             Eiger2HDFDataLogic(
@@ -336,6 +368,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         self._trouble.clear()
         self._unsubscribe_health()  # a stage after a failed one
         self._dropped_at_stage = await self._first_answer()
+        await self._prepare_plugins()
         for sig, watcher in self._watchers.items():  # an IOC error ends a wait at once
             sig.subscribe_reading(watcher)
         self._health_subscribed = True
@@ -344,6 +377,25 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         except BaseException:
             self._unsubscribe_health()
             raise
+
+    def set_roi(self, x: int, y: int, width: int, height: int) -> None:
+        """The region ROI1 cuts for Stats2 (detector pixels), from the next stage on; ValueError
+        if it is not inside the frame."""
+        self.roi = check_roi((x, y, width, height), EIGER2_500K)
+
+    async def _prepare_plugins(self) -> None:
+        """Stats1 on the frame, ROI1 (with ``roi``, if given) and Stats2 on it, all enabled."""
+        roi1, stats1, stats2 = self.roi1, self.stats1, self.stats2
+        settings = [plugin.enable_callbacks.set(EnableDisable.ENABLE)
+                    for plugin in (roi1, stats1, stats2)]
+        settings += [stats1.compute_statistics.set(True), stats2.compute_statistics.set(True)]
+        if self.roi is not None:
+            x, y, width, height = self.roi
+            settings += [roi1.enable_x.set(EnableDisable.ENABLE),
+                         roi1.enable_y.set(EnableDisable.ENABLE), roi1.min_x.set(x),
+                         roi1.min_y.set(y), roi1.size_x.set(width), roi1.size_y.set(height),
+                         roi1.bin_x.set(1), roi1.bin_y.set(1)]
+        await asyncio.gather(*settings)
 
     async def _first_answer(self) -> int:
         """``DroppedArrays_RBV``, once every channel answers: after the IOC went away (in the

@@ -1,4 +1,5 @@
-"""The EIGER2 500K as a classic ophyd area detector: an EIGER2 camera and an HDF5 plugin.
+"""The EIGER2 500K as a classic ophyd area detector: an EIGER2 camera, an HDF5 plugin, and the
+numbers of each point from the commonPlugins (Stats1 on the frame, Stats2 on ROI1).
 
 Each stage writes one master file (``<uid>_000000_master.h5``) plus data files beside it, in the
 directory the write path template names; the Resource records the master by its *read* path, so
@@ -26,12 +27,12 @@ from ophyd import DetectorBase, EpicsSignal, EpicsSignalRO, Staged
 from ophyd.areadetector import EigerDetectorCam
 from ophyd.areadetector.base import EpicsSignalWithRBV as SignalWithRBV
 from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
-from ophyd.areadetector.plugins import HDF5Plugin, HDF5Plugin_V34
+from ophyd.areadetector.plugins import HDF5Plugin, HDF5Plugin_V34, ROIPlugin_V34, StatsPlugin_V34
 from ophyd.areadetector.trigger_mixins import ADTriggerStatus
 from ophyd.status import DeviceStatus
 from ophyd.utils.errors import DisconnectedError, InvalidState, UnprimedPlugin
 
-from .geometry import check_images_per_point
+from .geometry import EIGER2_500K, Roi, check_images_per_point, check_roi
 from .health import RECONNECT_TIMEOUT, DetectorError, HealthReading, check, check_errors, not_responding
 from .layout import DATA_DATASET, MASTER_SUFFIX, check_compression
 from .paths import ExpandedPaths, PathTemplates, ReadPathError, WritePathError
@@ -221,6 +222,18 @@ class Eiger2HDF5Plugin(FileStoreHDF5IterativeWrite, _LazyOpenHDF5Plugin):
         return np.dtype(self.data_type.get(as_string=True, use_monitor=False).lower()).str
 
 
+class Eiger2ROIPlugin(ROIPlugin_V34):
+    """``ROI1:`` (NDPluginROI): the region Stats2 sums."""
+
+    lazy_wait_for_connection = False
+
+
+class Eiger2StatsPlugin(StatsPlugin_V34):
+    """``Stats1:``/``Stats2:`` (NDPluginStats), read at each point."""
+
+    lazy_wait_for_connection = False
+
+
 class Eiger2Detector(SingleTrigger_V34, DetectorBase):
     """The EIGER2 500K: ``cam1:`` and ``hdf1`` (``HDF1:``); data key ``<name>_image``.
 
@@ -234,7 +247,10 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
 
     cam = Cpt(Eiger2Cam, "cam1:")
     hdf1 = Cpt(Eiger2HDF5Plugin, "HDF1:", write_path_template="/", kind="normal")
-    _default_read_attrs = ("hdf1",)  # areaDetector devices read nothing by default
+    roi1 = Cpt(Eiger2ROIPlugin, "ROI1:", kind="config")
+    stats1 = Cpt(Eiger2StatsPlugin, "Stats1:", kind="normal")  # total: <name>_stats1_total
+    stats2 = Cpt(Eiger2StatsPlugin, "Stats2:", kind="normal")  # net: <name>_stats2_net
+    _default_read_attrs = ("hdf1", "stats1", "stats2")  # areaDetector devices read nothing
 
     def __init__(
         self,
@@ -247,8 +263,10 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         create_directory_depth: int = -3,
         labels: list[str] | None = None,
         compression: str = "BSLZ4",
+        roi: list[int] | None = None,
     ) -> None:
         check_images_per_point(images_per_point)
+        region = None if roi is None else check_roi(roi, EIGER2_500K)
         super().__init__(prefix, name=name, labels=labels or ["detectors"])
         PathTemplates(write_path_template, read_path_template)  # refuse bad templates now
         self.hdf1.write_path_template = write_path_template
@@ -267,6 +285,13 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 ("save_files", "Disable"),  # data files beside the master, relative links
             ]
         )
+        self.stats1.read_attrs = ["total"]
+        self.stats1.total.kind = "hinted"
+        self.stats2.read_attrs = ["total", "net"]
+        self.stats2.net.kind = "hinted"
+        self.roi: Roi | None = None
+        if region is not None:
+            self.set_roi(*region)
         self._master_checked = False
         self._trigger_timeout = TRIGGER_MARGIN
         self._frames_taken = 0  # frames the points so far asked for
@@ -275,6 +300,17 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self._failure: Exception | None = None  # the first cause, once a point failed
         self._point: DeviceStatus | None = None  # the point in flight
         self._ioc_away = True  # not yet seen answering on every channel
+
+    def set_roi(self, x: int, y: int, width: int, height: int) -> None:
+        """The region ROI1 cuts for Stats2 (detector pixels), from the next stage on; ValueError
+        if it is not inside the frame."""
+        region = check_roi((x, y, width, height), EIGER2_500K)
+        self.roi1.stage_sigs.update([
+            ("roi_enable.x", "Enable"), ("roi_enable.y", "Enable"),
+            ("min_xyz.min_x", region.x), ("min_xyz.min_y", region.y),
+            ("size.x", region.width), ("size.y", region.height), ("bin_.x", 1), ("bin_.y", 1),
+        ])
+        self.roi = region
 
     def stage(self) -> list[object]:
         self._master_checked = False
@@ -291,7 +327,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 signal.wait_for_connection(timeout=RECONNECT_TIMEOUT)
         except TimeoutError as err:
             raise self._not_responding(RECONNECT_TIMEOUT) from err
-        for device in (self, self.cam, self.hdf1):
+        for device in (self, self.cam, self.hdf1, self.roi1, self.stats1, self.stats2):
             for attr in device.stage_sigs:
                 signal = getattr(device, attr)
                 # ophyd waits forever for a staged value's readback unless told otherwise.

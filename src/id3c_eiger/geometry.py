@@ -1,13 +1,14 @@
 """Detector geometry and timing limits of the EIGER models the project knows.
 
 One place for frame shape, pixel size, dead time, the image bit depth that follows the timing
-(as ADEiger reports it in ``DataType_RBV``), and the model's pixel mask.
+(as ADEiger reports it in ``DataType_RBV``), the model's pixel mask and regions of interest in it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -118,6 +119,36 @@ def check_images_per_point(images_per_point: object) -> int:
             "trigger, cam1:NumImages)"
         )
     return images_per_point
+
+
+class Roi(NamedTuple):
+    """A region of interest in detector pixels: first column and row, width and height."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+def check_roi(roi: object, model: DetectorModel) -> Roi:
+    """``roi`` as an ``Roi`` inside ``model``'s frame, else ValueError naming the rule."""
+    try:
+        region = Roi(*roi)  # type: ignore[misc]
+    except TypeError:
+        region = None
+    if region is None or not all(isinstance(v, int) and not isinstance(v, bool) for v in region):
+        raise ValueError(
+            f"roi {roi!r} must be four integers [x, y, width, height] in detector pixels"
+        )
+    x, y, width, height = region
+    if x < 0 or y < 0 or width < 1 or height < 1 or x + width > model.width or (
+            y + height > model.height):
+        raise ValueError(
+            f"roi {list(region)} is not inside the {model.width} x {model.height} frame of the "
+            f"{model.description}: need x >= 0, y >= 0, width and height >= 1, "
+            f"x + width <= {model.width}, y + height <= {model.height}"
+        )
+    return region
 
 
 def flagged_value(bit_depth: int) -> int:
