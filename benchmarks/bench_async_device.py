@@ -37,7 +37,7 @@ from id3c_eiger.async_devices import Eiger2Detector as AsyncEiger2
 from id3c_eiger.catalog import master_files
 from id3c_eiger.devices import Eiger2Detector as ClassicEiger2
 from id3c_eiger.geometry import EIGER2_500K
-from id3c_eiger.layout import DATA_DATASET, read_metadata
+from id3c_eiger.layout import DATA_DATASET, read_metadata, total_images
 from id3c_eiger.plans import fly_frames
 
 FRAMES = 10_000
@@ -55,7 +55,7 @@ def fly_scan(RE: RunEngine, sim: Sim, catalog: object, root: Path) -> None:
     images = catalog.runs[-1].primary["eiger2_image"]
     (master,) = master_files(images)
     with h5py.File(master, "r", swmr=True) as f:
-        nimages = int(read_metadata(f)["nimages"])
+        nimages = total_images(read_metadata(f))
         on_disk = f[DATA_DATASET].shape[0]
         last = f[DATA_DATASET][FRAMES - 1]
     captured = sim.get("HDF1:NumCaptured_RBV")
@@ -63,7 +63,7 @@ def fly_scan(RE: RunEngine, sim: Sim, catalog: object, root: Path) -> None:
                 and np.array_equal(images[FRAMES - 1], last))
     print(f"fly scan, {FRAMES} frames at {PERIOD * 1e3:.2f} ms ({1 / PERIOD:.0f} Hz), 16-bit, BSLZ4:")
     print(f"  wall time {wall:.2f} s, ideal {ideal:.2f} s, ratio {wall / ideal:.3f}   (goal <= 1.2)")
-    print(f"  NumCaptured {captured}, master nimages {nimages}, frames in files {on_disk}, "
+    print(f"  NumCaptured {captured}, master nimages x ntrigger {nimages}, frames in files {on_disk}, "
           f"Tiled shape {images.shape}, last frame equal: {complete}")
 
     def h5py_read() -> None:

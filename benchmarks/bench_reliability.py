@@ -28,7 +28,7 @@ from id3c_eiger.async_devices import Eiger2Detector as AsyncEiger2
 from id3c_eiger.catalog import master_files
 from id3c_eiger.devices import Eiger2Detector as ClassicEiger2
 from id3c_eiger.geometry import EIGER2_500K
-from id3c_eiger.layout import DATA_DATASET, read_metadata
+from id3c_eiger.layout import DATA_DATASET, read_metadata, total_images
 from id3c_eiger.plans import fly_frames
 
 FRAME_BYTES = 512 * 1028 * 2  # uncompressed 16-bit
@@ -68,7 +68,7 @@ def kept(catalog: object, uid: str) -> tuple[int, int, int]:
     images = run["primary"]["eiger2_image"]
     (master,) = master_files(images)
     with h5py.File(master, "r", swmr=True) as f:
-        return f[DATA_DATASET].shape[0], int(read_metadata(f)["nimages"]), images.shape[0]
+        return f[DATA_DATASET].shape[0], total_images(read_metadata(f)), images.shape[0]
 
 
 def try_fault(RE: RunEngine, sim: Sim, catalog: object, detector: object, pv: str | None,

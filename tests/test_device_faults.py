@@ -17,7 +17,7 @@ from bluesky.utils import FailedStatus
 from helpers import ASYNC, CLASSIC, Sim, expected_frames, load_eiger2
 from id3c_eiger.catalog import master_files
 from id3c_eiger.health import DetectorError, DetectorNotResponding, DetectorWriteError
-from id3c_eiger.layout import DATA_DATASET, read_metadata
+from id3c_eiger.layout import DATA_DATASET, read_metadata, total_images
 from id3c_eiger_sim.process import start_simulator
 
 FLAVOURS = [pytest.param(CLASSIC, id="classic"), pytest.param(ASYNC, id="async")]
@@ -30,9 +30,9 @@ def first_cause(error: BaseException) -> BaseException:
 
 
 def kept(master: Path) -> tuple[int, int]:
-    """(master nimages, frames the master reaches)."""
+    """(frames the master's counts give: nimages x ntrigger, frames the master reaches)."""
     with h5py.File(master, "r", swmr=True) as f:
-        return int(read_metadata(f)["nimages"]), f[DATA_DATASET].shape[0]
+        return total_images(read_metadata(f)), f[DATA_DATASET].shape[0]
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

@@ -18,7 +18,7 @@ from ophyd_async.core import TriggerInfo
 from helpers import ASYNC, Sim, load_eiger2
 from id3c_eiger.async_devices import FlyScanInterrupted
 from id3c_eiger.catalog import master_files
-from id3c_eiger.layout import DATA_DATASET, read_metadata
+from id3c_eiger.layout import DATA_DATASET
 from id3c_eiger.plans import fly_frames
 
 STOP_GOAL = 1.0  # s from the request to the detector no longer acquiring (the goal)
@@ -71,7 +71,7 @@ def test_an_interrupted_fly_scan_stops_at_once_and_keeps_every_frame(tmp_path, s
     (master,) = master_files(images)
     captured = sim.get("HDF1:NumCaptured_RBV")
     with h5py.File(master, "r", swmr=True) as f:
-        in_master = (int(read_metadata(f)["nimages"]), f[DATA_DATASET].shape[0])
+        in_master = f[DATA_DATASET].shape[0]
     assert 0 < captured < 20_000
-    assert images.shape[0] == captured and in_master == (captured, captured)
+    assert images.shape[0] == captured == in_master
     assert Path(master).exists()

@@ -56,6 +56,11 @@ class AcquisitionPlan:
         return self.mode in _EXTERNAL_MODES or (self.manual_trigger and self.mode in _MANUAL_CAPABLE)
 
     @property
+    def images_per_trigger(self) -> int:
+        """Frames each trigger yields (one exposure in the Enable modes)."""
+        return 1 if self.mode in _ENABLE_MODES else self.n_images
+
+    @property
     def total_frames(self) -> int | None:
         """Frames the acquisition yields; None when it runs until stopped (Continuous)."""
         if self.mode is TriggerMode.CONTINUOUS:

@@ -11,6 +11,7 @@ modes and priming on the plugin. Putters never raise: errors land in ``StatusMes
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import logging
 import math
@@ -90,6 +91,11 @@ def check_finite(name: str, value: Any) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise SimulatorError(f"{name} {value} refused: not a finite number; give a finite value "
                              "(the previous value is kept)")
+
+
+def _float32(value: float) -> float:
+    """``value`` as the detector keeps it (float32)."""
+    return float(np.float32(value))
 
 
 def clamp(value: float, low: float, high: float) -> float:
@@ -280,14 +286,15 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
     # --- acquisition ----------------------------------------------------------------------
 
     def frame_settings(self) -> FrameSettings:
-        """What the frames of an acquisition started now depend on."""
+        """What the frames of an acquisition started now depend on, in the float32 the
+        detector keeps (and the master stores), so a reader of the master can recompute them."""
         return FrameSettings(
-            count_time=self.AcquireTime.value,
+            count_time=_float32(self.AcquireTime.value),
             bit_depth=self.BitDepthImage_RBV.value,
-            beam_center_x=self.BeamX.value,
-            beam_center_y=self.BeamY.value,
-            distance=self.DetDist.value,
-            wavelength=self.Wavelength.value,
+            beam_center_x=_float32(self.BeamX.value),
+            beam_center_y=_float32(self.BeamY.value),
+            distance=_float32(self.DetDist.value),
+            wavelength=_float32(self.Wavelength.value),
         )
 
     def acquisition_plan(self) -> AcquisitionPlan:
@@ -301,8 +308,9 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
             manual_trigger=self.ManualTrigger.value == "Enable",
         )
 
-    def series_metadata(self, settings: FrameSettings, nimages: int) -> SeriesMetadata:
-        """The master file's metadata for frames taken with ``settings``."""
+    def series_metadata(self, settings: FrameSettings) -> SeriesMetadata:
+        """The master file's metadata for frames taken with ``settings`` (``ntrigger`` is
+        counted by the writer as frames arrive)."""
         model = self.model
         saturation = model.saturation_value(settings.count_time, settings.bit_depth)
         return SeriesMetadata(
@@ -321,8 +329,8 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
             incident_wavelength=settings.wavelength,
             photon_energy=self.PhotonEnergy.value,
             threshold_energy=self.ThresholdEnergy.value,
-            nimages=nimages,
-            ntrigger=self.NumTriggers.value,
+            nimages=self.acquisition_plan().images_per_trigger,
+            ntrigger=0,
             x_pixels_in_detector=model.width,
             y_pixels_in_detector=model.height,
             saturation_value=saturation,
@@ -331,6 +339,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
             eiger_fw_version=model.firmware_version,
             dead_time=model.dead_time,
             pixel_mask=model.pixel_mask(),
+            start_time=datetime.datetime.now().astimezone().isoformat(timespec="microseconds"),
         )
 
     @Trigger.putter
@@ -591,7 +600,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
             frame_shape=self.ioc.model.shape,
             frames_per_file=cam.FWNImagesPerFile.value,
             layout=MasterLayout(cam.FWHDF5Format.value),
-            metadata=cam.series_metadata(pool.settings, 0),
+            metadata=cam.series_metadata(pool.settings),
             faults=self.ioc.faults,
         )
 
@@ -759,7 +768,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
                     await self._write_buffer(capture)
                 elif capture.writer is not None:
                     writer = capture.writer
-                    metadata = self.ioc.cam.series_metadata(writer.pool.settings, writer.n_frames)
+                    metadata = self.ioc.cam.series_metadata(writer.pool.settings)
                     await self._in_writer_thread(writer.close, metadata)
                 if capture.writer is not None:
                     await self._file_done(capture.master_path)
@@ -781,7 +790,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
             writer = self._new_writer(capture.target, pools[first_settings])
             for settings, frames in capture.buffer:
                 writer.write(pools[settings], frames)
-            writer.close(cam.series_metadata(first_settings, writer.n_frames))
+            writer.close(cam.series_metadata(first_settings))
             return writer
 
         capture.writer = await self._in_writer_thread(write)

@@ -11,6 +11,7 @@ written so far.
 
 from __future__ import annotations
 
+import datetime
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from id3c_eiger.layout import (
     data_file_name,
     plan_parts,
     record_frames,
+    series_stem,
     write_master,
 )
 
@@ -85,7 +87,7 @@ class SeriesWriter:
         self.frame_shape = frame_shape
         self.frames_per_file = max(1, frames_per_file)
         self.layout = layout
-        self.metadata = metadata
+        self.metadata = replace(metadata, title=series_stem(self.master_path))
         self.faults = faults or Faults()
         self.n_frames = 0
         self._current: _OpenDataFile | None = None
@@ -108,7 +110,8 @@ class SeriesWriter:
         parts = plan_parts(self.master_path, self.data_dir, max(n_frames, 1), self.frames_per_file)
         if n_frames == 0:
             parts = [replace(parts[0], n_frames=0)]
-        metadata = replace(self.metadata, nimages=n_frames)
+        per_trigger = max(self.metadata.nimages, 1)  # DECTRIS: triggers begun so far
+        metadata = replace(self.metadata, ntrigger=-(-n_frames // per_trigger))
         write_master(self._master_io, parts, self.frame_shape, self.dtype, self.layout, metadata)
         self._master_written = time.monotonic()
 
@@ -183,7 +186,9 @@ class SeriesWriter:
         """Close the data files and replace the master for the frames written; returns their
         count."""
         self._close_data_file()
-        if metadata is not None:
-            self.metadata = metadata
+        if metadata is not None:  # settings as of now; the series started when it started
+            self.metadata = replace(metadata, start_time=self.metadata.start_time)
+        now = datetime.datetime.now().astimezone().isoformat(timespec="microseconds")
+        self.metadata = replace(self.metadata, end_time=now)
         self._write_master()
         return self.n_frames

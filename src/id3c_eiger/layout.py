@@ -3,11 +3,16 @@
 A series is one master file plus data files named ``<stem>_data_000001.h5``, ... beside it (or in
 another directory). Each data file holds ``/entry/data/data`` (n, H, W), one frame per chunk, with
 ``image_nr_low``/``image_nr_high`` (1-based frame numbers). The master holds the NXmx metadata
-and reaches every frame exactly once:
+(definition, times, instrument, source, beam, sample with its goniometer, detector with its
+module and transformations) and reaches every frame exactly once:
 
 * ``v2024.2``: ``/entry/data/data`` is an external link (one data file) or a virtual dataset over
   all data files;
 * ``Legacy``: one external link ``/entry/data/data_NNNNNN`` per data file.
+
+Types are DECTRIS's: ``NX_class``/``units`` and other attributes fixed-length ASCII (h5py reads
+bytes), strings fixed-length, integers int32, floats float32. ``detectorSpecific/nimages`` is
+images per trigger and ``ntrigger`` the triggers; ``total_images`` is their product.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ _NX_CLASSES = {
     "/entry/instrument/beam": "NXbeam",
     "/entry/sample": "NXsample",
     "/entry/sample/beam": "NXbeam",
+    "/entry/sample/goniometer": "NXtransformations",
+    "/entry/source": "NXsource",
+    f"{DETECTOR}/transformations": "NXtransformations",
+    f"{DETECTOR}/module": "NXdetector_module",
 }
 
 
@@ -109,9 +118,17 @@ def plan_parts(
     return parts
 
 
+INSTRUMENT_NAME = ("APS 3-ID-C", "3-ID-C")  # NXmx /entry/instrument/name and its short_name
+SOURCE_NAME = ("Advanced Photon Source", "APS")
+
+
 @dataclass
 class SeriesMetadata:
-    """The NXmx metadata a DECTRIS master carries, in SI units, eV, Angstrom and pixels."""
+    """The NXmx metadata a DECTRIS master carries, in SI units, eV, Angstrom and pixels.
+
+    ``nimages`` is images per trigger and ``ntrigger`` the triggers, as DECTRIS counts them;
+    ``start_time`` is ISO 8601 with its time zone.
+    """
 
     description: str
     detector_number: str
@@ -138,6 +155,20 @@ class SeriesMetadata:
     eiger_fw_version: str
     dead_time: float
     pixel_mask: np.ndarray = field(repr=False)
+    start_time: str = "1970-01-01T00:00:00+00:00"
+    end_time: str | None = None  # once the series is over
+    title: str = ""
+    sample_name: str = ""
+
+    @property
+    def total_images(self) -> int:
+        """Frames of the series: images per trigger times triggers."""
+        return self.nimages * self.ntrigger
+
+
+def total_images(metadata: dict[str, Any]) -> int:
+    """Frames a master's metadata (from ``read_metadata``) describes: nimages x ntrigger."""
+    return int(metadata["nimages"]) * int(metadata.get("ntrigger", 1))
 
 
 # Where each metadata field lives, old and new paths both written; readers take the first found.
@@ -176,13 +207,103 @@ _METADATA_PATHS: dict[str, tuple[tuple[str, ...], str | None]] = {
 }
 
 
+def ascii_attr(obj: h5py.HLObject, name: str, value: str | list[str]) -> None:
+    """An attribute as DECTRIS writes text: fixed-length, null-terminated ASCII (read as bytes,
+    so a reader comparing with ``b"NXentry"`` matches)."""
+    encoded = np.bytes_(value.encode("ascii")) if isinstance(value, str) else np.array(
+        [v.encode("ascii") for v in value])
+    obj.attrs.create(name, encoded, dtype=h5py.string_dtype("ascii", encoded.itemsize + 1))
+
+
+def _dectris_value(value: Any) -> Any:
+    """A scalar as DECTRIS stores it: text fixed-length ASCII, int32, float32."""
+    if isinstance(value, str):
+        return np.bytes_(value.encode("ascii"))
+    if isinstance(value, (bool, np.bool_)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return np.int32(value)
+    if isinstance(value, (float, np.floating)):
+        return np.float32(value)
+    return value
+
+
 def _ensure_group(f: h5py.File, path: str) -> h5py.Group:
     group = f.require_group(path)
     for parent in [path, *(str(p) for p in Path(path).parents if str(p) != "/")]:
         nx_class = _NX_CLASSES.get(parent)
         if nx_class and "NX_class" not in f[parent].attrs:
-            f[parent].attrs["NX_class"] = nx_class
+            ascii_attr(f[parent], "NX_class", nx_class)
     return group
+
+
+def _field(f: h5py.File, path: str, value: Any, units: str | None = None,
+           **attrs: Any) -> h5py.Dataset:
+    """A dataset of DECTRIS types, with ``units`` and text or vector attributes."""
+    parent, _, leaf = path.rpartition("/")
+    dataset = _ensure_group(f, parent).create_dataset(leaf, data=_dectris_value(value))
+    if units:
+        ascii_attr(dataset, "units", units)
+    for name, attr in attrs.items():
+        if isinstance(attr, str):
+            ascii_attr(dataset, name, attr)
+        else:
+            dataset.attrs.create(name, np.asarray(attr, dtype=np.float64))
+    return dataset
+
+
+def _axis(f: h5py.File, path: str, value: Any, units: str, kind: str, vector: tuple,
+          depends_on: str, offset: tuple = (0.0, 0.0, 0.0)) -> None:
+    """An NXtransformations axis: a translation or rotation along ``vector``."""
+    _field(f, path, value, units, transformation_type=kind, vector=vector, offset=offset,
+           depends_on=depends_on)
+
+
+def _write_nxmx(f: h5py.File, metadata: SeriesMetadata, n_frames: int) -> None:
+    """What NXmx asks beyond the DECTRIS fields: definition and times, instrument and source
+    names, the sample and its goniometer, the detector's position and its module's pixels.
+
+    Lab frame as NXmx/McStas: z along the beam, the detector at ``detector_distance``; the module
+    lies so that the beam hits pixel (``beam_center_x``, ``beam_center_y``), fast axis along -x,
+    slow axis along -y.
+    """
+    start = np.datetime64(metadata.start_time[:26])
+    seconds = metadata.total_images * metadata.frame_time
+    end = start + np.timedelta64(int(seconds * 1e6), "us")
+    zone = metadata.start_time[26:] if len(metadata.start_time) > 26 else "+00:00"
+    _field(f, "/entry/definition", "NXmx", version="1.0")
+    _field(f, "/entry/title", metadata.title)
+    _field(f, "/entry/start_time", metadata.start_time)
+    _field(f, "/entry/end_time_estimated", f"{end}{zone}")
+    if metadata.end_time is not None:
+        _field(f, "/entry/end_time", metadata.end_time)
+    name, short = INSTRUMENT_NAME
+    _field(f, "/entry/instrument/name", name, short_name=short)
+    name, short = SOURCE_NAME
+    _field(f, "/entry/source/name", name, short_name=short)
+    _field(f, "/entry/sample/name", metadata.sample_name)
+    omega = "/entry/sample/goniometer/omega"
+    _field(f, "/entry/sample/depends_on", omega)
+    _axis(f, omega, np.zeros(max(n_frames, 1), np.float32), "deg", "rotation", (-1.0, 0.0, 0.0),
+          ".")
+    _field(f, "/entry/sample/goniometer/omega_increment", 0.0, "deg")
+    translation = f"{DETECTOR}/transformations/translation"
+    _field(f, f"{DETECTOR}/depends_on", translation)
+    _axis(f, translation, metadata.detector_distance, "m", "translation", (0.0, 0.0, 1.0), ".")
+    module = f"{DETECTOR}/module"
+    _field(f, f"{module}/data_origin", np.array([0, 0], np.int32))
+    _field(f, f"{module}/data_size",
+           np.array([metadata.y_pixels_in_detector, metadata.x_pixels_in_detector], np.int32))
+    _field(f, f"{module}/data_stride", np.array([1, 1], np.int32))
+    beam = np.array([metadata.beam_center_x * metadata.x_pixel_size,
+                     metadata.beam_center_y * metadata.y_pixel_size, 0.0])
+    norm = float(np.linalg.norm(beam))
+    _axis(f, f"{module}/module_offset", norm, "m", "translation",
+          tuple(beam / norm) if norm else (1.0, 0.0, 0.0), translation)
+    _axis(f, f"{module}/fast_pixel_direction", metadata.x_pixel_size, "m", "translation",
+          (-1.0, 0.0, 0.0), f"{module}/module_offset")
+    _axis(f, f"{module}/slow_pixel_direction", metadata.y_pixel_size, "m", "translation",
+          (0.0, -1.0, 0.0), f"{module}/module_offset")
 
 
 _compressed_array: list[tuple[np.ndarray, int, bytes]] = []  # the last array, gzip-compressed
@@ -203,20 +324,16 @@ def _write_compressed(group: h5py.Group, leaf: str, value: np.ndarray) -> h5py.D
     return dataset
 
 
-def _write_metadata(f: h5py.File, metadata: SeriesMetadata) -> None:
-    groups = {path.rpartition("/")[0] for paths, _ in _METADATA_PATHS.values() for path in paths}
-    for parent in sorted(groups):
-        _ensure_group(f, parent)
+def _write_metadata(f: h5py.File, metadata: SeriesMetadata, n_frames: int) -> None:
     for name, (paths, units) in _METADATA_PATHS.items():
         value = getattr(metadata, name)
         for path in paths:
             if isinstance(value, np.ndarray):
                 parent, _, leaf = path.rpartition("/")
-                dataset = _write_compressed(f[parent], leaf, value)
+                _write_compressed(_ensure_group(f, parent), leaf, value)
             else:
-                dataset = f.create_dataset(path, data=value)
-            if units:
-                dataset.attrs["units"] = units
+                _field(f, path, value, units)
+    _write_nxmx(f, metadata, n_frames)
 
 
 def read_metadata(master: h5py.File) -> dict[str, Any]:
@@ -247,7 +364,7 @@ def write_master(
     tmp.unlink(missing_ok=True)  # a leftover of a crash (never followed: unlink takes the link)
     try:
         with h5py.File(tmp, "w-") as f:  # exclusive: a symlink planted there is not followed
-            _write_metadata(f, metadata)
+            _write_metadata(f, metadata, sum(p.n_frames for p in parts))
             group = _ensure_group(f, DATA_GROUP)
             if layout is MasterLayout.LEGACY:
                 for part in parts:
