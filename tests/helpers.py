@@ -94,7 +94,9 @@ class Sim:
             "TriggerMode": "Internal Series", "ManualTrigger": "Disable", "NumImages": 1,
             "NumTriggers": 1, "AcquireTime": 0.001, "AcquirePeriod": 0.002, "ArrayCounter": 0,
             "SaveFiles": "Disable", "FWHDF5Format": "v2024.2", "FWNImagesPerFile": 1000,
-            "CreateDirectory": 0, "PhotonEnergy": 12000.0,
+            "CreateDirectory": 0, "PhotonEnergy": 12000.0, "FWEnable": "Disable",
+            "FWNamePattern": "series_$id", "FWAutoRemove": "Disable", "FWCompression": "Enable",
+            "CompressionAlgo": "BS LZ4", "FilePerms": 644,
         }
         hdf = {
             "EnableCallbacks": "Enable", "FileWriteMode": "Stream", "LazyOpen": "Yes",

@@ -36,6 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="directory the IOC may write under; give it more than once for several "
         f"(default: {Path(tempfile.gettempdir()) / 'id3c-eiger-data'}, created)",
     )
+    parser.add_argument(
+        "--dcu-root", type=Path, default=None, metavar="DIR",
+        help="the detector's own disk, where its FileWriter writes series before the IOC "
+        f"downloads them (default: {Path(tempfile.gettempdir()) / 'id3c-eiger-dcu'}, created)",
+    )
     parser.add_argument("--model", choices=sorted(MODELS), default="eiger2-500k",
                         help="detector model (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated frames")
@@ -119,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         print("id3c-eiger-sim: --arm-time and --disarm-time are seconds, at least 0",
               file=sys.stderr)
         return 2
-    ioc = EigerIOC(prefix=args.prefix, model=model, roots=data_roots, seed=args.seed,
-                   arm_time=args.arm_time, disarm_time=args.disarm_time)
+    dcu_root = args.dcu_root or Path(tempfile.gettempdir()) / "id3c-eiger-dcu"
+    dcu_root.mkdir(parents=True, exist_ok=True)
+    ioc = EigerIOC(prefix=args.prefix, model=model, roots=data_roots, dcu_root=dcu_root,
+                   seed=args.seed, arm_time=args.arm_time, disarm_time=args.disarm_time)
     if not args.no_autosave:
         safe_prefix = "".join(c if c.isalnum() else "_" for c in args.prefix)
         ioc.use_autosave(args.autosave or data_roots.roots[0] / ".id3c-eiger-sim"

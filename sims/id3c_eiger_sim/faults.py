@@ -42,6 +42,9 @@ FAULTS = (
           "until this is set to 0"),
     Fault("FailWriterAfterFrames", "fail_writer_after", int,
           "after N more frames the file writer fails once with 'Input/output error'"),
+    Fault("DcuDiskFullAfterBytes", "dcu_disk_full_after", int,
+          "after N more bytes the detector's own disk (its FileWriter) is full: FWFree_RBV 0, "
+          "FWState_RBV error, until this is set to 0"),
 )
 FAULT_NAMES = {fault.name: fault for fault in FAULTS}
 
@@ -76,6 +79,7 @@ class Faults:
         self.write_delay = 0.0
         self.disk_full_after = 0
         self.fail_writer_after = 0
+        self.dcu_disk_full_after = 0
         self._armed: set[str] = set()
 
     def arm(self, attribute: str, value: float) -> None:
@@ -122,6 +126,18 @@ class Faults:
         _, full = self._count_down("disk_full_after", n_bytes)
         if full:  # stays armed at 0 bytes: a full disk stays full until cleared
             raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (sim:DiskFullAfterBytes)")
+
+
+    @property
+    def dcu_disk_full(self) -> bool:
+        """``DcuDiskFullAfterBytes`` has struck (and was not cleared)."""
+        return "dcu_disk_full_after" in self._armed and self.dcu_disk_full_after == 0
+
+    def before_dcu_write(self, n_bytes: int) -> None:
+        """Before one frame of ``n_bytes`` goes to the DCU's disk."""
+        _, full = self._count_down("dcu_disk_full_after", n_bytes)
+        if full:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (sim:DcuDiskFullAfterBytes)")
 
 
 def die() -> None:

@@ -34,6 +34,7 @@ from id3c_eiger.layout import MasterLayout, SeriesMetadata
 from id3c_eiger.records import records_for
 
 from .autosave import Autosave
+from .dcu import DetectorControlUnit, FileWriterError, pattern_warning
 from .engine import AcquisitionEngine, AcquisitionPlan, TriggerMode
 from .faults import FaultPVs, Faults, die
 from .frames import FrameGenerator, FramePool, FrameSettings, build_pool
@@ -392,19 +393,20 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
             loop = asyncio.get_running_loop()
             self._series = await loop.run_in_executor(None, self.ioc.generator.series_frames,
                                                       settings)
+            await self.ioc.dcu.arm(settings)
             await asyncio.sleep(self.ioc.arm_time)  # the DCU prepares the series
             self._counter_base = self.ArrayCounter_RBV.value
             self._acquire_start = time.monotonic()
             await self.NumImagesCounter_RBV.write(0)
             produced = await engine.run()
-        except (SimulatorError, PathRefused) as err:
+        except (SimulatorError, PathRefused, FileWriterError) as err:
             failed = True
             await self.report_error(f"Acquisition failed after {engine.produced} frames: {err}")
         finally:
             self._engine = None
             await self._update_counters(engine.produced, force=True)
             await self.ioc.hdf.flush_counters()  # the last frames' NumCaptured, not throttled
-            await self._wait_for_plugins()
+            await self.ioc.dcu.disarm()
             await asyncio.sleep(self.ioc.disarm_time)
             if failed:
                 await self.DetectorState_RBV.write("Error")
@@ -414,7 +416,13 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
             else:
                 await self.DetectorState_RBV.write("Idle")
                 await self._note(f"Acquisition completed: {produced} frames")
+            await self._wait_for_plugins()  # the detector is done; AcquireBusy waits for them
             await self._set_busy(False)
+
+    async def setting_changed(self, suffix: str, value: Any) -> None:
+        """A setpoint echoed to its readback: the FileWriter's name pattern is checked."""
+        if suffix == "FWNamePattern" and (warning := pattern_warning(value)):
+            await self.report_error(warning)
 
     async def _wait_for_plugins(self) -> None:
         """With ``WaitForPlugins`` Yes, ``AcquireBusy`` stays busy until every plugin has done
@@ -437,8 +445,10 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         taken, fault = self.ioc.faults.camera_frames(len(frames))
         frames = frames[:taken]
         base = self._counter_base
-        await self.ioc.hdf.receive(settings, range(base + frames.start, base + frames.stop))
-        await self._publish(range(base + frames.start, base + frames.stop))
+        indices = range(base + frames.start, base + frames.stop)
+        await self.ioc.dcu.receive(settings, indices)
+        await self.ioc.hdf.receive(settings, indices)
+        await self._publish(indices)
         await self.ioc.sim.show()
         if fault == "die":
             die()
@@ -827,11 +837,12 @@ class EigerIOC(PVGroup):
     pva1 = plugin_group("Pva1:", "PVA1", PvaPlugin)
     sim = SubGroup(FaultPVs, prefix="sim:")
 
-    def __init__(self, *args: Any, model: DetectorModel, roots: DataRoots, seed: int = 0,
-                 arm_time: float = ARM_TIME, disarm_time: float = DISARM_TIME,
+    def __init__(self, *args: Any, model: DetectorModel, roots: DataRoots, dcu_root: Path,
+                 seed: int = 0, arm_time: float = ARM_TIME, disarm_time: float = DISARM_TIME,
                  **kwargs: Any) -> None:
         self.model = model
         self.roots = roots
+        self.dcu = DetectorControlUnit(self, dcu_root)
         self.arm_time = arm_time
         self.disarm_time = disarm_time
         self.generator = FrameGenerator(model, seed)
@@ -962,6 +973,9 @@ class EigerIOC(PVGroup):
         await cam.StatusMessage_RBV.write("Idle")
         await apply_disabled_fields(cam, "cam1:")
         await apply_disabled_fields(hdf, "HDF1:")
+        await cam.FWNamePattern.write("series_$id", verify_value=False)
+        await cam.FWNamePattern_RBV.write("series_$id")
+        await self.dcu.start()
         for plugin in self.plugins:
             await sync_readbacks(plugin, plugin.prefix.removeprefix(self.prefix))
             await apply_disabled_fields(plugin, plugin.prefix.removeprefix(self.prefix))

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class SimulatorProcess:
     roots: list[Path]
     process: subprocess.Popen
     pva_port: int = 0  # its PV Access search port (Pva1:Image)
+    dcu_root: Path | None = None  # the detector's own disk (its FileWriter's series)
     output: list[str] = field(default_factory=list)
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> None:
@@ -85,12 +87,15 @@ def _stop_with_parent() -> None:
 
 def start_simulator(prefix: str, port: int, roots: list[Path], *, seed: int = 0,
                     user: str | None = None, extra: tuple[str, ...] = (),
+                    dcu_root: Path | None = None,
                     timeout: float = START_TIMEOUT) -> SimulatorProcess:
     """Start ``python -m id3c_eiger_sim`` serving ``prefix`` on loopback ``port`` and return once
-    it is ready; raises ``SimulatorStartError`` (and stops it) after ``timeout`` seconds."""
+    it is ready; raises ``SimulatorStartError`` (and stops it) after ``timeout`` seconds. Its
+    DCU disk is ``dcu_root`` (default: a new temporary directory of its own)."""
     pva_port = free_port()
+    dcu_root = dcu_root or Path(tempfile.mkdtemp(prefix="id3c-eiger-dcu-"))
     cmd = [sys.executable, "-m", "id3c_eiger_sim", "--prefix", prefix, "--port", str(port),
-           "--pva-port", str(pva_port), "--seed", str(seed), *extra]
+           "--pva-port", str(pva_port), "--dcu-root", str(dcu_root), "--seed", str(seed), *extra]
     for root in roots:
         cmd += ["--data-root", str(root)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
@@ -98,7 +103,7 @@ def start_simulator(prefix: str, port: int, roots: list[Path], *, seed: int = 0,
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env=env, user=user, start_new_session=True,
                                preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
-    simulator = SimulatorProcess(prefix, port, list(roots), process, pva_port)
+    simulator = SimulatorProcess(prefix, port, list(roots), process, pva_port, dcu_root)
     ready = threading.Event()
 
     def pump() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ class SeriesWriter:
         layout: MasterLayout,
         metadata: SeriesMetadata,
         faults: Faults | None = None,
+        on_data_file_closed: Callable[[Path], None] | None = None,
     ) -> None:
         self.master_path = target.master_path
         self.data_dir = target.data_dir
@@ -89,6 +91,7 @@ class SeriesWriter:
         self.layout = layout
         self.metadata = replace(metadata, title=series_stem(self.master_path))
         self.faults = faults or Faults()
+        self._on_data_file_closed = on_data_file_closed  # (the DCU makes it downloadable)
         self.n_frames = 0
         self._current: _OpenDataFile | None = None
         self._master_written = 0.0
@@ -136,6 +139,8 @@ class SeriesWriter:
             return
         self._current = None
         current.file.close()
+        if self._on_data_file_closed is not None:
+            self._on_data_file_closed(self.data_dir / current.path.name)
 
     def write(self, pool: FramePool, indices: range) -> None:
         """Append the frames ``indices`` of ``pool``; flushed before returning. A write fault

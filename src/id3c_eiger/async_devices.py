@@ -114,6 +114,7 @@ class Eiger2DriverIO(ADBaseIO):
     dead_time: A[SignalR[float], PvSuffix("DeadTime_RBV")]
     photon_energy: A[SignalRW[float], PvSuffix.rbv("PhotonEnergy")]
     status_message: A[SignalR[str], PvSuffix("StatusMessage_RBV")]
+    fw_enable: A[SignalRW[EnableDisable], PvSuffix.rbv("FWEnable")]
 
 
 class Eiger2HDF5IO(NDFileHDF5IO):
@@ -384,10 +385,13 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         self.roi = check_roi((x, y, width, height), EIGER2_500K)
 
     async def _prepare_plugins(self) -> None:
-        """Stats1 on the frame, ROI1 (with ``roi``, if given) and Stats2 on it, all enabled."""
+        """Stats1 on the frame, ROI1 (with ``roi``, if given) and Stats2 on it, all enabled; the
+        DCU's FileWriter off."""
         roi1, stats1, stats2 = self.roi1, self.stats1, self.stats2
         settings = [plugin.enable_callbacks.set(EnableDisable.ENABLE)
                     for plugin in (roi1, stats1, stats2)]
+        # HDF1 writes the files: the DCU's own FileWriter would fill its disk for nobody.
+        settings.append(self.driver.fw_enable.set(EnableDisable.DISABLE))
         settings += [stats1.compute_statistics.set(True), stats2.compute_statistics.set(True)]
         if self.roi is not None:
             x, y, width, height = self.roi

@@ -23,7 +23,7 @@ import numpy as np
 from apstools.devices import SingleTrigger_V34
 from ophyd import ADComponent as ADCpt
 from ophyd import Component as Cpt
-from ophyd import DetectorBase, EpicsSignal, EpicsSignalRO, Staged
+from ophyd import DetectorBase, Device, EpicsSignal, EpicsSignalRO, Staged
 from ophyd.areadetector import EigerDetectorCam
 from ophyd.areadetector.base import EpicsSignalWithRBV as SignalWithRBV
 from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
@@ -45,6 +45,25 @@ READ_PATH_GRACE = 5.0  # s: a shared file system may show a new file this late o
 logger = logging.getLogger(__name__)
 
 
+def _part(device: Device, dotted: str) -> Any:
+    """``device.<dotted>``, creating lazy parts on the way without ophyd's wait of 1 s for each
+    (a busy host misses it); the caller waits for them all with its own timeout."""
+    part: Any = device
+    for attr in dotted.split("."):
+        if isinstance(part, Device):
+            part.lazy_wait_for_connection = False
+        part = getattr(part, attr)
+    return part
+
+
+# Lazy parts used after stage besides the staged ones (stage waits for their channels too).
+USED_PARTS = (
+    "cam.acquire", "cam.acquire_busy", "cam.acquire_period", "cam.detector_state",
+    "cam.status_message", "hdf1.capture", "hdf1.full_file_name", "hdf1.file_path_exists",
+    "hdf1.data_type", "hdf1.array_size.width", "hdf1.array_size.height",
+)
+
+
 class Eiger2Cam(EigerDetectorCam):
     """``cam1:`` of an ADEiger IOC for an EIGER2: ophyd's Eiger camera without the records an
     EIGER2 IOC does not serve, plus ``AcquireBusy`` and ``WaitForPlugins`` (ADCore 3.4)."""
@@ -63,6 +82,7 @@ class Eiger2Cam(EigerDetectorCam):
     trigger_mode = ADCpt(SignalWithRBV, "TriggerMode", string=True)
     manual_trigger = ADCpt(SignalWithRBV, "ManualTrigger", string=True)
     save_files = ADCpt(SignalWithRBV, "SaveFiles", string=True)
+    fw_enable = ADCpt(SignalWithRBV, "FWEnable", string=True)
     array_callbacks = ADCpt(SignalWithRBV, "ArrayCallbacks", string=True)
     # Health, read at every point: monitored, so a healthy point costs no round trip.
     detector_state = ADCpt(EpicsSignalRO, "DetectorState_RBV", string=True, auto_monitor=True)
@@ -283,6 +303,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 ("wait_for_plugins", "Yes"),
                 ("array_callbacks", "Enable"),
                 ("save_files", "Disable"),  # data files beside the master, relative links
+                ("fw_enable", "Disable"),  # HDF1 writes the files: the DCU's disk would fill
             ]
         )
         self.stats1.read_attrs = ["total"]
@@ -299,7 +320,6 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self._dropped_at_stage = 0
         self._failure: Exception | None = None  # the first cause, once a point failed
         self._point: DeviceStatus | None = None  # the point in flight
-        self._ioc_away = True  # not yet seen answering on every channel
 
     def set_roi(self, x: int, y: int, width: int, height: int) -> None:
         """The region ROI1 cuts for Stats2 (detector pixels), from the next stage on; ValueError
@@ -316,23 +336,21 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self._master_checked = False
         self._frames_taken = self._frames_confirmed = 0
         self._failure = None
-        # Every channel, at the first stage and after the IOC went away: a restarted IOC's
-        # channels come back one by one in CA's search back-off, and a busy host may take more
-        # than ophyd's 1 s to connect one (a lazy component then failed the stage).
-        try:
-            if self._ioc_away:
-                self.wait_for_connection(all_signals=True, timeout=RECONNECT_TIMEOUT)
-                self._ioc_away = False
-            for signal in (self.cam.acquire, self.hdf1.capture):
-                signal.wait_for_connection(timeout=RECONNECT_TIMEOUT)
-        except TimeoutError as err:
-            raise self._not_responding(RECONNECT_TIMEOUT) from err
+        # Every channel the device uses, made now and waited for with 30 s of patience: a
+        # restarted IOC's channels come back one by one in CA's search back-off, and a busy host
+        # may take more than ophyd's 1 s to connect one (a lazy part then failed the stage).
         for device in (self, self.cam, self.hdf1, self.roi1, self.stats1, self.stats2):
             for attr in device.stage_sigs:
-                signal = getattr(device, attr)
+                signal = _part(device, attr)
                 # ophyd waits forever for a staged value's readback unless told otherwise.
                 if getattr(signal, "_write_timeout", SIGNAL_TIMEOUT) is None:
                     signal._write_timeout = SIGNAL_TIMEOUT
+        for name in USED_PARTS:
+            _part(self, name)
+        try:
+            self.wait_for_connection(timeout=RECONNECT_TIMEOUT)  # every channel made so far
+        except TimeoutError as err:
+            raise self._not_responding(RECONNECT_TIMEOUT) from err
         staged = super().stage()
         # Read once here, not at every point: the exposure settings do not change mid-scan.
         period = max(self.cam.acquire_period.get(), 0.0)
@@ -373,7 +391,6 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         hdf1._point_counter = None
 
     def _not_responding(self, waited: float) -> Exception:
-        self._ioc_away = True  # the next stage waits for every channel to come back
         return not_responding(self.name, self.prefix, waited, self.hdf1._fn or "",
                               self._frames_confirmed)
 

@@ -247,8 +247,10 @@ def check_master_file(path: str | os.PathLike[str]) -> Iterator[Hop]:
     except MasterFileError as err:
         yield Hop("master file", False, str(err))
         return
-    frames = report.metadata.get("nimages", "?")
-    yield Hop("master file", True, f"{path} is an EIGER master ({frames} images per trigger)")
+    per_trigger = report.metadata.get("nimages", "?")
+    triggers = report.metadata.get("ntrigger", "?")
+    yield Hop("master file", True, f"{path} is an EIGER master ({per_trigger} images per trigger "
+                                   f"x {triggers} triggers)")
     broken = [link for link in report.links if link.status != "OK"]
     if broken:
         for link in broken:

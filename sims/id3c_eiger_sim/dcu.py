@@ -1,0 +1,262 @@
+"""The detector's own FileWriter (the DECTRIS DCU) with its disk, and the IOC's downloads from it.
+
+With ``cam1:FWEnable`` Enable every arm starts a series on the DCU's disk (``--dcu-root``, not a
+directory clients read): ``<FWNamePattern>_master.h5``, ``$id`` replaced by ``SequenceId`` (one
+more at every arm), and ``_data_NNNNNN.h5`` files of ``FWNImagesPerFile`` frames in
+``FWHDF5Format``, compressed per ``FWCompression``/``CompressionAlgo``. A data file is available
+once full (the last one at disarm); the master at disarm, when it reaches every frame. A pattern
+without ``$id`` is accepted as the DCU accepts it: the next series overwrites the files.
+
+With ``SaveFiles`` Enable the IOC downloads each available file into ``cam1:FilePath`` (inside a
+data root, never over an existing file): data files as they come, the master last, so a reader
+finding the master finds every file it links. Downloads get ``FilePerms`` (its digits read as
+octal, 644 -> rw-r--r--) and, where the IOC may, ``FileOwner``/``FileOwnerGrp``; with
+``FWAutoRemove`` Enable the DCU's copy is deleted once downloaded. ``FWFree_RBV`` is the free
+space of the DCU disk in GB; a write that fails there (full disk) ends the acquisition with
+``FWState_RBV`` "error" and the reason in ``StatusMessage_RBV``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import grp
+import logging
+import os
+import pwd
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import hdf5plugin
+
+from id3c_eiger.layout import MasterLayout
+
+from .faults import Faults
+from .frames import FrameSettings
+from .roots import FileTarget, PathRefused
+from .writer import SeriesWriter
+
+if TYPE_CHECKING:
+    from .ioc import EigerIOC
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_POLL = 0.1  # s: the IOC looks for new files on the DCU at about 10 Hz
+MASTER_SUFFIX = "_master.h5"
+
+
+class FileWriterError(Exception):
+    """The DCU could not write a series; the message names the cause and the fix."""
+
+
+def pattern_warning(pattern: str) -> str | None:
+    """What the IOC says of an ``FWNamePattern`` it accepts but that will lose files."""
+    if "$id" in pattern:
+        return None
+    return (f"FWNamePattern {pattern!r} has no $id: every series gets the same name and the DCU "
+            "overwrites the last one; put $id in the pattern")
+
+
+def fw_filters(compression: str, algorithm: str) -> dict[str, Any]:
+    """h5py keywords for ``FWCompression`` + ``CompressionAlgo``."""
+    if compression != "Enable" or algorithm == "None":
+        return {}
+    if algorithm == "BS LZ4":
+        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
+    return dict(hdf5plugin.LZ4())
+
+
+def series_name(pattern: str, sequence_id: int) -> str:
+    """``FWNamePattern`` with ``$id`` replaced by the sequence id."""
+    return pattern.replace("$id", str(sequence_id))
+
+
+class DcuDiskFaults:
+    """The fault surface as the DCU's disk sees it: only ``sim:DcuDiskFullAfterBytes``."""
+
+    write_delay = 0.0
+
+    def __init__(self, faults: Faults) -> None:
+        self._faults = faults
+
+    def before_write(self, n_bytes: int) -> None:
+        """Before one frame goes to the DCU's disk."""
+        self._faults.before_dcu_write(n_bytes)
+
+
+@dataclass
+class DcuSeries:
+    """One series on the DCU disk and what of it is ready to download, in order."""
+
+    name: str
+    writer: SeriesWriter
+    target: FileTarget
+    ready: collections.deque[Path] = field(default_factory=collections.deque)
+    downloaded: list[Path] = field(default_factory=list)
+    closed: bool = False
+    failed: bool = False
+
+    @property
+    def master(self) -> Path:
+        """The master on the DCU disk."""
+        return self.target.master_path
+
+
+class DetectorControlUnit:
+    """The DCU's FileWriter and its disk, driven by the camera (arm, frames, disarm)."""
+
+    def __init__(self, ioc: EigerIOC, root: Path) -> None:
+        self.ioc = ioc
+        self.root = Path(os.path.realpath(root))
+        self.series: DcuSeries | None = None
+        self._downloads: collections.deque[DcuSeries] = collections.deque()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def cam(self) -> Any:
+        """The camera PVs, where the FileWriter's records live."""
+        return self.ioc.cam
+
+    def free_gb(self) -> float:
+        """Free space of the DCU disk, GB (0 while ``sim:DcuDiskFullAfterBytes`` has struck)."""
+        if self.ioc.faults.dcu_disk_full:
+            return 0.0
+        return shutil.disk_usage(self.root).free / 1e9
+
+    async def start(self) -> None:
+        """Start-up values and the download loop."""
+        await self.cam.FWState_RBV.write("ready")
+        await self.cam.FWFree_RBV.write(self.free_gb())
+        self._task = asyncio.get_running_loop().create_task(self._download_loop())
+
+    # --- the series, driven by the camera ---------------------------------------------------
+
+    async def arm(self, settings: FrameSettings) -> None:
+        """A new series if the FileWriter is enabled: the sequence id moves on at every arm."""
+        cam = self.cam
+        sequence_id = cam.SequenceId.value + 1
+        await cam.SequenceId.write(sequence_id)
+        if cam.FWEnable.value != "Enable":
+            return
+        pattern = cam.FWNamePattern.value or "series_$id"
+        if "/" in pattern:
+            raise FileWriterError(f"FWNamePattern {pattern!r} holds a '/': give a file name only")
+        name = series_name(pattern, sequence_id)
+        filters = fw_filters(cam.FWCompression.value, cam.CompressionAlgo.value)
+        pool = await self.ioc.pool(settings, filters)
+        master = self.root / f"{name}{MASTER_SUFFIX}"
+
+        def create() -> DcuSeries:
+            for old in (master, *self.root.glob(f"{name}_data_*.h5")):
+                old.unlink(missing_ok=True)  # the DCU overwrites a series of the same name
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            target = FileTarget(master, self.root, fd, fd)
+            series = DcuSeries(name, None, target)  # type: ignore[arg-type]
+            series.writer = SeriesWriter(
+                target=target, pool=pool, frame_shape=self.ioc.model.shape,
+                frames_per_file=cam.FWNImagesPerFile.value,
+                layout=MasterLayout(cam.FWHDF5Format.value),
+                metadata=cam.series_metadata(settings),
+                faults=DcuDiskFaults(self.ioc.faults), on_data_file_closed=series.ready.append,
+            )
+            return series
+
+        try:
+            self.series = await self._in_thread(create)
+        except OSError as err:
+            await self._fail(f"cannot start series {name} on the DCU disk: {err}")
+        await cam.FWState_RBV.write("acquire")
+
+    async def receive(self, settings: FrameSettings, indices: range) -> None:
+        """Frames of the series, written to the DCU disk."""
+        series = self.series
+        if series is None or not indices:
+            return
+        pool = await self.ioc.pool(settings, dict(series.writer.pool.filters))
+        try:
+            await self._in_thread(series.writer.write, pool, indices)
+        except (OSError, PathRefused) as err:
+            series.failed = True
+            await self._fail(f"series {series.name}: writing frame {series.writer.n_frames + 1} "
+                             f"failed: {err}")
+
+    async def disarm(self) -> None:
+        """Close the series: the last data file and then the master become available."""
+        series, self.series = self.series, None
+        if series is None:
+            return
+        try:
+            await self._in_thread(series.writer.close)
+        except OSError as err:
+            await self.cam.FWState_RBV.write("error")
+            await self.cam.report_error(f"closing series {series.name} on the DCU failed: {err}")
+        series.ready.append(series.master)
+        series.closed = True
+        series.target.close()
+        self._downloads.append(series)
+        await self.cam.FWState_RBV.write("error" if series.failed else "ready")
+        await self.cam.FWFree_RBV.write(self.free_gb())
+
+    async def _fail(self, message: str) -> None:
+        await self.cam.FWState_RBV.write("error")
+        await self.cam.FWFree_RBV.write(self.free_gb())
+        raise FileWriterError(f"{message}; the DCU disk {self.root} has "
+                              f"{self.free_gb():.3f} GB free (FWFree_RBV)")
+
+    async def _in_thread(self, func: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.ioc.writer_executor, func, *args)
+
+    # --- downloads by the IOC ----------------------------------------------------------------
+
+    async def _download_loop(self) -> None:
+        """About 10 Hz: download what the DCU made available, while SaveFiles is Enable."""
+        while True:
+            await asyncio.sleep(DOWNLOAD_POLL)
+            for series in [*self._downloads, *([self.series] if self.series else [])]:
+                saving = self.cam.SaveFiles.value == "Enable"
+                while series.ready and saving:
+                    await self._download(series, series.ready[0])
+                    series.ready.popleft()
+                if series.closed and (not series.ready or not saving):
+                    self._downloads.remove(series)  # not saved: it stays on the DCU only
+
+    async def _download(self, series: DcuSeries, source: Path) -> None:
+        cam = self.cam
+        try:
+            directory = self.ioc.roots.prepare_directory(cam.FilePath.value,
+                                                        cam.CreateDirectory.value)
+            destination = await self._in_thread(self._copy, source, directory)
+        except (OSError, PathRefused) as err:
+            await cam.report_error(f"download of {source.name} from the DCU failed: {err}; it "
+                                   "stays on the DCU (fix cam1:FilePath and download again)")
+            return
+        series.downloaded.append(destination)
+        if source == series.master:
+            await cam.FullFileName_RBV.write(str(destination))
+        if cam.FWAutoRemove.value == "Enable":
+            source.unlink(missing_ok=True)
+            await cam.FWFree_RBV.write(self.free_gb())
+
+    def _copy(self, source: Path, directory: Path) -> Path:
+        """Copy one file into ``directory`` (held open, never over an existing file)."""
+        cam = self.cam
+        fd = self.ioc.roots.open_directory(directory)
+        try:
+            with open(source, "rb") as src, open(f"/proc/self/fd/{fd}/{source.name}", "xb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
+                perms = int(cam.FilePerms.value)
+                if 0 < perms <= 777:
+                    os.fchmod(dst.fileno(), int(str(perms), 8))
+                owner, group = cam.FileOwner.value, cam.FileOwnerGrp.value
+                if owner or group:
+                    with contextlib.suppress(KeyError, PermissionError):
+                        os.fchown(dst.fileno(), pwd.getpwnam(owner).pw_uid if owner else -1,
+                                  grp.getgrnam(group).gr_gid if group else -1)
+        finally:
+            os.close(fd)
+        return directory / source.name
+

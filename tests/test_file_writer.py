@@ -1,0 +1,145 @@
+"""The detector's own FileWriter (DCU) and the IOC's downloads (SaveFiles), over real CA: series
+named by FWNamePattern and SequenceId on the DCU disk, files as DECTRIS cuts them, downloaded
+into cam1:FilePath with the master last, FilePerms and FWAutoRemove, and the bad cases."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from helpers import Sim, expected_frames, master_frames
+from id3c_eiger.layout import DATA_DATASET, read_metadata
+from id3c_eiger_sim.process import SimulatorProcess
+
+
+@pytest.fixture
+def fw(sim: Sim, ioc: SimulatorProcess) -> tuple[Sim, Path, Path]:
+    """The FileWriter on, downloads into a directory of the test; (sim, DCU disk, downloads)."""
+    downloads = sim.directory / "downloads"
+    downloads.mkdir()
+    sim.put("cam1:FilePath", str(downloads))
+    sim.put("cam1:FWEnable", "Enable")
+    sim.put("cam1:SaveFiles", "Enable")
+    sim.put("cam1:FWNamePattern", f"{sim.directory.name[:40]}_$id")
+    return sim, ioc.dcu_root, downloads
+
+
+def acquire(sim: Sim, n_images: int, n_triggers: int = 1, per_file: int = 100) -> int:
+    """One internal series; returns its sequence id."""
+    for key, value in {"NumImages": n_images, "NumTriggers": n_triggers, "AcquireTime": 0.001,
+                       "AcquirePeriod": 0.002, "FWNImagesPerFile": per_file}.items():
+        sim.put(f"cam1:{key}", value)
+    sim.put("cam1:Acquire", "Acquire")
+    return sim.get("cam1:SequenceId")
+
+
+def downloaded_master(sim: Sim, name: str, timeout: float = 10.0) -> Path:
+    """Wait (bounded) until the IOC has downloaded the master of series ``name``."""
+    deadline = time.monotonic() + timeout
+    while not sim.text("cam1:FullFileName_RBV").endswith(f"{name}_master.h5"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name}_master.h5 not downloaded in {timeout} s: "
+                               f"{sim.text('cam1:StatusMessage_RBV')}")
+        time.sleep(0.05)
+    return Path(sim.text("cam1:FullFileName_RBV"))
+
+
+def test_a_series_is_cut_as_the_dcu_cuts_it_and_downloaded_master_last(fw) -> None:
+    sim, dcu, downloads = fw
+    first = acquire(sim, 60, n_triggers=2)  # ADEiger's own example: 60 x 2, 100 per file
+    name = f"{sim.directory.name[:40]}_{first}"
+    master = downloaded_master(sim, name)
+    assert master == downloads / f"{name}_master.h5"
+    on_dcu = sorted(p.name for p in dcu.glob(f"{name}_*"))
+    assert on_dcu == [f"{name}_data_000001.h5", f"{name}_data_000002.h5", f"{name}_master.h5"]
+    for data_file, count in ((f"{name}_data_000001.h5", 100), (f"{name}_data_000002.h5", 20)):
+        with h5py.File(downloads / data_file, "r") as f:
+            assert f[DATA_DATASET].shape[0] == count
+    # the master arrives last: when a reader sees it, every file it links is there
+    assert all(os.stat(downloads / n).st_mtime_ns <= master.stat().st_mtime_ns for n in on_dcu)
+    with h5py.File(master, "r") as f:
+        md = read_metadata(f)
+        vds = f[DATA_DATASET].virtual_sources()
+    assert (md["nimages"], md["ntrigger"]) == (60, 2)
+    assert {source.file_name for source in vds} == {f"{name}_data_000001.h5",
+                                                    f"{name}_data_000002.h5"}  # relative
+    frames = master_frames(master)
+    assert frames.shape == (120, 512, 1028)
+    np.testing.assert_array_equal(frames[[0, 119]], expected_frames(master, [0, 119]))
+    assert acquire(sim, 1) == first + 1  # a new sequence id at every arm
+
+
+def test_legacy_layout_perms_and_auto_remove(fw) -> None:
+    sim, dcu, _ = fw
+    sim.put("cam1:FWHDF5Format", "Legacy")
+    sim.put("cam1:FilePerms", 640)
+    sim.put("cam1:FWAutoRemove", "Enable")
+    name = f"{sim.directory.name[:40]}_{acquire(sim, 30, per_file=20)}"
+    master = downloaded_master(sim, name)
+    with h5py.File(master, "r") as f:
+        assert sorted(f["/entry/data"]) == ["data_000001", "data_000002"]
+        assert f["/entry/data/data_000002"].shape[0] == 10
+    assert stat.S_IMODE(master.stat().st_mode) == 0o640
+    deadline = time.monotonic() + 5
+    while list(dcu.glob(f"{name}_*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(dcu.glob(f"{name}_*"))  # removed from the DCU once downloaded
+    assert sim.get("cam1:FWFree_RBV") > 0
+
+
+def test_a_pattern_without_id_is_accepted_with_a_warning_and_never_overwrites_downloads(fw):
+    sim, dcu, _ = fw
+    sim.put("cam1:FWNamePattern", "fixed")
+    assert "has no $id" in sim.text("cam1:StatusMessage_RBV")
+    assert sim.text("cam1:FWNamePattern_RBV") == "fixed"  # accepted, as the DCU does
+    acquire(sim, 2)
+    master = downloaded_master(sim, "fixed")
+    before = master.stat().st_mtime_ns
+    acquire(sim, 3)  # the DCU overwrites its own series; the IOC never overwrites a download
+    deadline = time.monotonic() + 5
+    while "download of fixed" not in sim.text("cam1:StatusMessage_RBV"):
+        assert time.monotonic() < deadline, sim.text("cam1:StatusMessage_RBV")
+        time.sleep(0.05)
+    assert "File exists" in sim.text("cam1:StatusMessage_RBV")
+    assert master.stat().st_mtime_ns == before
+    with h5py.File(dcu / "fixed_master.h5", "r") as f:
+        assert f[DATA_DATASET].shape[0] == 3
+
+
+def test_downloads_outside_the_roots_are_refused_and_nothing_is_written_there(fw, tmp_path):
+    sim, dcu, _ = fw
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    sim.put("cam1:FilePath", str(outside))
+    assert sim.text("cam1:FilePathExists_RBV") == "No"
+    name = f"{sim.directory.name[:40]}_{acquire(sim, 2)}"
+    deadline = time.monotonic() + 5
+    while "download of" not in sim.text("cam1:StatusMessage_RBV"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "outside" in sim.text("cam1:StatusMessage_RBV")
+    assert list(outside.iterdir()) == []
+    assert (dcu / f"{name}_master.h5").exists()  # it stays on the DCU
+
+
+def test_a_full_dcu_disk_ends_the_acquisition_named_and_keeps_the_frames_before(fw) -> None:
+    sim, dcu, _ = fw
+    sim.put("cam1:FWCompression", "Disable")
+    sim.put("sim:DcuDiskFullAfterBytes", int(5.5 * 512 * 1028 * 2))
+    name = f"{sim.directory.name[:40]}_{acquire(sim, 20)}"
+    assert sim.text("cam1:DetectorState_RBV") == "Error"
+    assert sim.text("cam1:FWState_RBV") == "error"
+    assert sim.get("cam1:FWFree_RBV") == 0
+    assert "No space left on device" in sim.text("cam1:StatusMessage_RBV")
+    with h5py.File(dcu / f"{name}_data_000001.h5", "r") as f:
+        assert f[DATA_DATASET].shape[0] == 5
+    sim.put("sim:DcuDiskFullAfterBytes", 0)  # space freed: the next series works
+    name = f"{sim.directory.name[:40]}_{acquire(sim, 2)}"
+    assert sim.text("cam1:FWState_RBV") == "ready"
+    assert master_frames(downloaded_master(sim, name)).shape[0] == 2
