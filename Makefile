@@ -36,6 +36,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_async_device.py
 	$(BIN)/python benchmarks/bench_tiled_frame_read.py
 	$(BIN)/python benchmarks/bench_reliability.py
+	$(BIN)/python benchmarks/bench_file_writer.py
 
 clean:
 	rm -rf $(VENV)

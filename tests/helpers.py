@@ -110,13 +110,19 @@ class Sim:
             self.put(f"HDF1:{key}", value)
         for fault in FAULTS:
             self.put(f"sim:{fault.name}", 0)
+        # The plugins' settings need no order: sent without waiting for each completion (each
+        # would cost a round trip), then one waited put behind them on the same circuit.
         for key in ("MinX", "MinY", "BinX", "BinY", "SizeX", "SizeY"):  # the whole frame
-            self.put(f"ROI1:{key}", 1000000 if key.startswith("Size") else key.startswith("Bin"))
+            self.put(f"ROI1:{key}", 1000000 if key.startswith("Size") else int(
+                key.startswith("Bin")), wait=False)
         for plugin, source in PLUGINS.items():
             for key, value in {"EnableCallbacks": "Disable", "BlockingCallbacks": "No",
-                               "QueueSize": 20, "DroppedArrays": 0, "ArrayCounter": 0, "MinCallbackTime": 0,
-                               "NDArrayPort": source}.items():
-                self.put(f"{plugin}{key}", value)
+                               "QueueSize": 20, "DroppedArrays": 0, "ArrayCounter": 0,
+                               "MinCallbackTime": 0, "NDArrayPort": source}.items():
+                self.put(f"{plugin}{key}", value, wait=False)
+        self.put("Pva1:NDArrayPort", PLUGINS["Pva1:"])
+        for plugin in PLUGINS:
+            self.wait_for(f"{plugin}EnableCallbacks_RBV", "Disable")
 
     def start_capture(self) -> None:
         """Start a capture without waiting for its end; returns once it is capturing."""

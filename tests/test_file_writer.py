@@ -93,6 +93,19 @@ def test_legacy_layout_perms_and_auto_remove(fw) -> None:
     assert sim.get("cam1:FWFree_RBV") > 0
 
 
+def test_nsls2_eiger_handler_reads_a_legacy_series_by_its_sequence_id(fw) -> None:
+    """The NSLS-II handler finds files as <prefix>_<seq_id>_master.h5 and reads Legacy links."""
+    from area_detector_handlers.eiger import EigerHandler
+
+    sim, _, downloads = fw
+    sim.put("cam1:FWHDF5Format", "Legacy")
+    prefix = sim.directory.name[:40]
+    sequence_id = acquire(sim, 4, per_file=4)
+    master = downloaded_master(sim, f"{prefix}_{sequence_id}")
+    stack = EigerHandler(str(downloads / prefix), images_per_file=4)(seq_id=sequence_id)
+    np.testing.assert_array_equal(np.asarray(stack), expected_frames(master, range(4)))
+
+
 def test_a_pattern_without_id_is_accepted_with_a_warning_and_never_overwrites_downloads(fw):
     sim, dcu, _ = fw
     sim.put("cam1:FWNamePattern", "fixed")

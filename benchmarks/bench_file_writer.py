@@ -1,0 +1,100 @@
+"""The detector's FileWriter path: 10,000 frames at 2.2 kHz written by the simulated DCU and
+downloaded by the IOC (SaveFiles), alone and with every commonPlugin enabled.
+
+Prints, for each case: the time from Acquire to the downloaded master in cam1:FilePath, against
+the ideal acquisition time plus one data file's download (measured in the same run as the copy
+of one data file); frames in the downloaded files; each plugin's arrays taken and dropped; the
+IOC's peak RSS after 100 frames and after 10,000.
+
+Run with ``make benchmark`` (or ``python benchmarks/bench_file_writer.py --frames N``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+from bench_simulator import peak_rss_mb
+from common import PORT, Sim, start_simulator
+
+from id3c_eiger.geometry import EIGER2_500K
+from id3c_eiger.layout import DATA_DATASET
+
+PLUGINS = ("ROI1:", "Stats1:", "Stats2:", "image1:", "Pva1:")
+PER_FILE = 1000
+
+
+def series(sim: Sim, downloads: Path, n_frames: int, name: str) -> tuple[float, int]:
+    """One internal series through the FileWriter; (seconds to the downloaded master, frames
+    in the downloaded files)."""
+    sim.put("cam1:FWNamePattern", f"{name}_$id")
+    sim.put("cam1:NumImages", n_frames)
+    start = time.perf_counter()
+    sim.put("cam1:Acquire", "Acquire", timeout=600)
+    master_name = f"{name}_{sim.get('cam1:SequenceId')}_master.h5"
+    while not sim.text("cam1:FullFileName_RBV").endswith(master_name):
+        if time.perf_counter() - start > 600:
+            raise TimeoutError(f"{master_name} never downloaded: "
+                               f"{sim.text('cam1:StatusMessage_RBV')}")
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - start
+    with h5py.File(downloads / master_name, "r") as f:
+        return elapsed, f[DATA_DATASET].shape[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=10_000)
+    n = parser.parse_args().frames
+    period = EIGER2_500K.min_period_16bit
+    with tempfile.TemporaryDirectory(prefix="bench-fw-") as tmp:
+        root, dcu = Path(tmp) / "data", Path(tmp) / "dcu"
+        root.mkdir()
+        dcu.mkdir()
+        ioc = start_simulator("BENCH:", PORT, [root], dcu_root=dcu)
+        try:
+            sim = Sim("BENCH:")
+            sim.reset(root, "bench")
+            downloads = root / "downloads"
+            downloads.mkdir()
+            for key, value in {"FilePath": str(downloads), "FWEnable": "Enable",
+                               "SaveFiles": "Enable", "FWAutoRemove": "Enable",
+                               "FWNImagesPerFile": PER_FILE, "AcquirePeriod": period,
+                               "AcquireTime": period - EIGER2_500K.dead_time}.items():
+                sim.put(f"cam1:{key}", value)
+            series(sim, downloads, 100, "warm")  # frame pool built, as at any first arm
+            rss_100 = peak_rss_mb(ioc.process.pid)
+            plain = series(sim, downloads, n, "plain")
+            rss_n = peak_rss_mb(ioc.process.pid)
+            for plugin in PLUGINS:
+                sim.put(f"{plugin}EnableCallbacks", "Enable")
+            sim.put("cam1:WaitForPlugins", "No")
+            plugged = series(sim, downloads, n, "plugins")
+            counts = {p: (sim.get(f"{p}ArrayCounter_RBV"), sim.get(f"{p}DroppedArrays_RBV"))
+                      for p in PLUGINS}
+            one_file = next(downloads.glob("plain_*_data_000001.h5"))
+            start = time.perf_counter()
+            shutil.copyfile(one_file, Path(tmp) / "copy.h5")
+            copy_one = time.perf_counter() - start
+        finally:
+            ioc.stop()
+    ideal = n * period + copy_one
+    print(f"{n} frames at {1 / period:.0f} Hz through the DCU FileWriter, {PER_FILE} per data "
+          f"file, SaveFiles + FWAutoRemove; ideal {n * period:.3f} s + one file's download "
+          f"{copy_one:.3f} s = {ideal:.3f} s")
+    for label, (seconds, frames) in (("alone", plain), ("with ROI1, Stats1, Stats2, image1, "
+                                                       "Pva1", plugged)):
+        print(f"  {label}: master downloaded after {seconds:.3f} s = {seconds / ideal:.3f} x ideal"
+              f" [goal <= 1.1]; {frames}/{n} frames in the downloaded files")
+    for plugin, (taken, dropped) in counts.items():
+        print(f"    {plugin:8s} took {taken:6d} arrays, dropped {dropped:6d} (non-blocking, queue 20)")
+    print(f"IOC peak RSS: {rss_100:.1f} MB after 100 frames, {rss_n:.1f} MB after {n} "
+          f"(+{rss_n - rss_100:.1f} MB) [goal <= +50 MB]")
+
+
+if __name__ == "__main__":
+    main()
