@@ -179,7 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ioc.pva1.close()
         ioc.writer_executor.shutdown(wait=True)
-        ioc.plugin_executor.shutdown(wait=True)
     return 0
 
 

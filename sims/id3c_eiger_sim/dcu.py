@@ -26,6 +26,7 @@ import logging
 import os
 import pwd
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,6 +115,8 @@ class DetectorControlUnit:
         self.series: DcuSeries | None = None
         self._downloads: collections.deque[DcuSeries] = collections.deque()
         self._task: asyncio.Task | None = None
+        # The IOC's download thread, apart from the DCU's writer: a copy never holds up frames.
+        self._download_executor = ThreadPoolExecutor(1, thread_name_prefix="dcu-download")
 
     @property
     def cam(self) -> Any:
@@ -229,7 +232,9 @@ class DetectorControlUnit:
         try:
             directory = self.ioc.roots.prepare_directory(cam.FilePath.value,
                                                         cam.CreateDirectory.value)
-            destination = await self._in_thread(self._copy, source, directory)
+            loop = asyncio.get_running_loop()
+            destination = await loop.run_in_executor(self._download_executor, self._copy, source,
+                                                     directory)
         except (OSError, PathRefused) as err:
             await cam.report_error(f"download of {source.name} from the DCU failed: {err}; it "
                                    "stays on the DCU (fix cam1:FilePath and download again)")

@@ -847,7 +847,6 @@ class EigerIOC(PVGroup):
         self.disarm_time = disarm_time
         self.generator = FrameGenerator(model, seed)
         self.writer_executor = ThreadPoolExecutor(1, thread_name_prefix="hdf-writer")
-        self.plugin_executor = ThreadPoolExecutor(2, thread_name_prefix="plugins")
         self.ports = Ports()  # the plugin groups register on it as they are made
         self.ports.add_driver(CAMERA_PORT)
         self.autosave: Autosave | None = None

@@ -6,7 +6,7 @@ plugin's output), re-wired at once when that record changes. With ``BlockingCall
 works in the sender's thread (the sender waits); with No, arrays wait in a queue of
 ``QueueSize`` and one arriving at a full queue is dropped and counted in ``DroppedArrays_RBV``.
 ``MinCallbackTime`` skips arrays arriving sooner than that after the last one taken. The work of
-a plugin kind is ``compute`` (in a worker thread, on the array alone) and ``show`` (its records);
+a plugin kind is ``compute`` (on the array alone) and ``show`` (its records);
 a plugin with an output publishes it on its own port for the plugins downstream.
 """
 
@@ -16,7 +16,6 @@ import asyncio
 import collections
 import logging
 import time
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,7 +136,7 @@ class Ports:
 class PluginDriver:
     """The NDPluginDriver behaviour, mixed into a plugin's record surface (a caproto PVGroup).
 
-    Subclasses set ``PLUGIN_TYPE`` and implement ``compute`` (pure, in a worker thread) and
+    Subclasses set ``PLUGIN_TYPE`` and implement ``compute`` (pure, on the array alone) and
     ``show`` (write its result to the records). ``compute`` returning an ``NDArray`` in the
     result's ``"output"`` publishes it on this plugin's port.
     """
@@ -149,7 +148,6 @@ class PluginDriver:
         self.port_name = port_name
         self.ports: Ports = self.parent.ports  # the IOC's, made before its groups
         self.source = ""
-        self._executor: Executor = self.parent.plugin_executor
         self._queue: collections.deque[NDArray] = collections.deque()
         self._wake = asyncio.Event()
         self._last_taken = -float("inf")
@@ -243,11 +241,12 @@ class PluginDriver:
         await self.show_counters(throttled=True)
 
     async def _work(self) -> None:
-        """The plugin's thread: take queued arrays one by one."""
+        """The plugin's own task (its thread in ADCore): take queued arrays one by one."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
+                await asyncio.sleep(0)  # the camera's deliveries go first
                 array = self._queue.popleft()
                 try:
                     await self._process(array)
@@ -259,8 +258,10 @@ class PluginDriver:
 
     async def _process(self, array: NDArray) -> None:
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._executor, self.compute, array)
+        # In the IOC's loop, not a thread: the work is ~1 ms of numpy, while each hand-off to
+        # a thread and back waited out the GIL's 5 ms switch interval behind the file writer
+        # (measured: 22 arrays/s per plugin instead of hundreds).
+        result = self.compute(array)
         await self._show_array(array)
         await self.show(result)
         await self.ExecutionTime_RBV.write((time.perf_counter() - started) * 1e3)
@@ -307,7 +308,7 @@ class PluginDriver:
     # --- the plugin kind's work ---------------------------------------------------------------
 
     def compute(self, array: NDArray) -> dict[str, Any]:
-        """The work on one array, off the event loop; returns what ``show`` needs."""
+        """The work on one array; returns what ``show`` needs."""
         return {}
 
     async def show(self, result: dict[str, Any]) -> None:
