@@ -96,7 +96,7 @@ class Sim:
             "SaveFiles": "Disable", "FWHDF5Format": "v2024.2", "FWNImagesPerFile": 1000,
             "CreateDirectory": 0, "PhotonEnergy": 12000.0, "FWEnable": "Disable",
             "FWNamePattern": "series_$id", "FWAutoRemove": "Disable", "FWCompression": "Enable",
-            "CompressionAlgo": "BS LZ4", "FilePerms": 644,
+            "CompressionAlgo": "BS LZ4", "FilePerms": 644, "DataSource": "Stream",
         }
         hdf = {
             "EnableCallbacks": "Enable", "FileWriteMode": "Stream", "LazyOpen": "Yes",

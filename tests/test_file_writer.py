@@ -156,3 +156,30 @@ def test_a_full_dcu_disk_ends_the_acquisition_named_and_keeps_the_frames_before(
     name = f"{sim.directory.name[:40]}_{acquire(sim, 2)}"
     assert sim.text("cam1:FWState_RBV") == "ready"
     assert master_frames(downloaded_master(sim, name)).shape[0] == 2
+
+
+def test_data_source_file_writer_feeds_hdf1_and_the_plugins_a_file_at_a_time(fw) -> None:
+    sim, _, _ = fw
+    sim.put("cam1:DataSource", "FileWriter")
+    sim.put("cam1:WaitForPlugins", "Yes")
+    sim.put("Stats1:EnableCallbacks", "Enable")
+    sim.put("Stats1:BlockingCallbacks", "Yes")
+    sim.start_capture()
+    name = f"{sim.directory.name[:40]}_{acquire(sim, 25, per_file=10)}"
+    downloaded = downloaded_master(sim, name)
+    sim.wait_for_at_least("HDF1:NumCaptured_RBV", 25, timeout=10)  # parsed from the 3 files
+    sim.put("HDF1:Capture", "Done")
+    assert sim.get("Stats1:ArrayCounter_RBV") == 25
+    hdf1 = Path(sim.text("HDF1:FullFileName_RBV"))
+    np.testing.assert_array_equal(master_frames(hdf1), master_frames(downloaded))
+
+
+def test_data_source_file_writer_without_the_file_writer_refuses_to_arm(sim: Sim) -> None:
+    sim.put("cam1:DataSource", "FileWriter")
+    sim.put("cam1:FWEnable", "Disable")
+    sim.put("cam1:Acquire", "Acquire")
+    assert sim.text("cam1:DetectorState_RBV") == "Error"
+    assert "set FWEnable Enable, or DataSource Stream" in sim.text("cam1:StatusMessage_RBV")
+    sim.put("cam1:DataSource", "Stream")
+    sim.put("cam1:Acquire", "Acquire")  # the IOC keeps working
+    assert sim.text("cam1:DetectorState_RBV") == "Idle"

@@ -7,6 +7,10 @@ more at every arm), and ``_data_NNNNNN.h5`` files of ``FWNImagesPerFile`` frames
 once full (the last one at disarm); the master at disarm, when it reaches every frame. A pattern
 without ``$id`` is accepted as the DCU accepts it: the next series overwrites the files.
 
+With ``DataSource`` FileWriter the IOC parses each data file, once full, into arrays for HDF1
+and the plugins (they then come a file at a time); with Stream they come as frames are taken;
+with None, never. DataSource FileWriter with FWEnable Disable refuses to arm.
+
 With ``SaveFiles`` Enable the IOC downloads each available file into ``cam1:FilePath`` (inside a
 data root, never over an existing file): data files as they come, the master last, so a reader
 finding the master finds every file it links. Downloads get ``FilePerms`` (its digits read as
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hdf5plugin
+import numpy as np
 
 from id3c_eiger.layout import MasterLayout
 
@@ -95,10 +100,19 @@ class DcuSeries:
     name: str
     writer: SeriesWriter
     target: FileTarget
+    settings: FrameSettings
+    frames: tuple[np.ndarray, ...]  # what the camera cycles through, for parsed arrays
+    base: int | None = None  # the camera's array counter before the series' first frame
     ready: collections.deque[Path] = field(default_factory=collections.deque)
+    to_parse: collections.deque[int] = field(default_factory=collections.deque)  # file numbers
     downloaded: list[Path] = field(default_factory=list)
     closed: bool = False
     failed: bool = False
+
+    def data_file_closed(self, path: Path) -> None:
+        """(Writer thread) a data file is full: downloadable, and parsable into arrays."""
+        self.ready.append(path)
+        self.to_parse.append(int(path.stem.rpartition("_")[2]))
 
     @property
     def master(self) -> Path:
@@ -137,12 +151,18 @@ class DetectorControlUnit:
 
     # --- the series, driven by the camera ---------------------------------------------------
 
-    async def arm(self, settings: FrameSettings) -> None:
+    async def arm(self, settings: FrameSettings, frames: tuple[np.ndarray, ...]) -> None:
         """A new series if the FileWriter is enabled: the sequence id moves on at every arm."""
         cam = self.cam
         sequence_id = cam.SequenceId.value + 1
         await cam.SequenceId.write(sequence_id)
         if cam.FWEnable.value != "Enable":
+            if cam.DataSource.value == "FileWriter":
+                raise FileWriterError(
+                    "DataSource FileWriter takes its arrays from the FileWriter's files and "
+                    "FWEnable is Disable: nothing would reach HDF1 or the plugins; set FWEnable "
+                    "Enable, or DataSource Stream"
+                )
             return
         pattern = cam.FWNamePattern.value or "series_$id"
         if "/" in pattern:
@@ -157,13 +177,14 @@ class DetectorControlUnit:
                 old.unlink(missing_ok=True)  # the DCU overwrites a series of the same name
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
             target = FileTarget(master, self.root, fd, fd)
-            series = DcuSeries(name, None, target)  # type: ignore[arg-type]
+            series = DcuSeries(name, None, target, settings, frames)  # type: ignore[arg-type]
             series.writer = SeriesWriter(
                 target=target, pool=pool, frame_shape=self.ioc.model.shape,
                 frames_per_file=cam.FWNImagesPerFile.value,
                 layout=MasterLayout(cam.FWHDF5Format.value),
                 metadata=cam.series_metadata(settings),
-                faults=DcuDiskFaults(self.ioc.faults), on_data_file_closed=series.ready.append,
+                faults=DcuDiskFaults(self.ioc.faults),
+                on_data_file_closed=series.data_file_closed,
             )
             return series
 
@@ -178,6 +199,8 @@ class DetectorControlUnit:
         series = self.series
         if series is None or not indices:
             return
+        if series.base is None:
+            series.base = indices.start - series.writer.n_frames
         pool = await self.ioc.pool(settings, dict(series.writer.pool.filters))
         try:
             await self._in_thread(series.writer.write, pool, indices)
@@ -216,16 +239,30 @@ class DetectorControlUnit:
     # --- downloads by the IOC ----------------------------------------------------------------
 
     async def _download_loop(self) -> None:
-        """About 10 Hz: download what the DCU made available, while SaveFiles is Enable."""
+        """About 10 Hz: with DataSource FileWriter, parse each new data file into arrays for
+        HDF1 and the plugins; while SaveFiles is Enable, download what the DCU made available."""
         while True:
             await asyncio.sleep(DOWNLOAD_POLL)
             for series in [*self._downloads, *([self.series] if self.series else [])]:
+                while series.to_parse:
+                    await self._parse(series, series.to_parse.popleft())
                 saving = self.cam.SaveFiles.value == "Enable"
                 while series.ready and saving:
                     await self._download(series, series.ready[0])
                     series.ready.popleft()
                 if series.closed and (not series.ready or not saving):
                     self._downloads.remove(series)  # not saved: it stays on the DCU only
+
+    async def _parse(self, series: DcuSeries, number: int) -> None:
+        """The frames of data file ``number`` as the driver parses them: arrays to the plugins."""
+        if self.cam.DataSource.value != "FileWriter" or series.base is None:
+            return
+        per_file = series.writer.frames_per_file
+        first = (number - 1) * per_file
+        last = min(number * per_file, series.writer.n_frames)
+        indices = range(series.base + first, series.base + last)
+        await self.cam.send_arrays(series.settings, indices, series.frames)
+        await self.ioc.hdf.flush_counters()  # a file at a time: NumCaptured shows each
 
     async def _download(self, series: DcuSeries, source: Path) -> None:
         cam = self.cam

@@ -393,7 +393,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
             loop = asyncio.get_running_loop()
             self._series = await loop.run_in_executor(None, self.ioc.generator.series_frames,
                                                       settings)
-            await self.ioc.dcu.arm(settings)
+            await self.ioc.dcu.arm(settings, self._series)
             await asyncio.sleep(self.ioc.arm_time)  # the DCU prepares the series
             self._counter_base = self.ArrayCounter_RBV.value
             self._acquire_start = time.monotonic()
@@ -406,7 +406,6 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
             self._engine = None
             await self._update_counters(engine.produced, force=True)
             await self.ioc.hdf.flush_counters()  # the last frames' NumCaptured, not throttled
-            await self.ioc.dcu.disarm()
             await asyncio.sleep(self.ioc.disarm_time)
             if failed:
                 await self.DetectorState_RBV.write("Error")
@@ -416,6 +415,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
             else:
                 await self.DetectorState_RBV.write("Idle")
                 await self._note(f"Acquisition completed: {produced} frames")
+            await self.ioc.dcu.disarm()  # the DCU closes its last file once the detector is done
             await self._wait_for_plugins()  # the detector is done; AcquireBusy waits for them
             await self._set_busy(False)
 
@@ -441,14 +441,15 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         await self._note(message)
 
     async def _deliver(self, settings: FrameSettings, frames: range) -> int:
-        """Frames to the plugin; returns how many the camera produced (fewer: it stalls)."""
+        """Frames to the DCU and, with DataSource Stream, to HDF1 and the plugins; returns how
+        many the camera produced (fewer: it stalls)."""
         taken, fault = self.ioc.faults.camera_frames(len(frames))
         frames = frames[:taken]
         base = self._counter_base
         indices = range(base + frames.start, base + frames.stop)
         await self.ioc.dcu.receive(settings, indices)
-        await self.ioc.hdf.receive(settings, indices)
-        await self._publish(indices)
+        if self.DataSource.value == "Stream":  # FileWriter: parsed from the DCU's files later
+            await self.send_arrays(settings, indices, self._series)
         await self.ioc.sim.show()
         if fault == "die":
             die()
@@ -459,15 +460,17 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
             await self._update_counters(frames.stop)
         return taken
 
-    async def _publish(self, indices: range) -> None:
-        """The frames as NDArrays on the camera's port, to the plugins listening there."""
+    async def send_arrays(self, settings: FrameSettings, indices: range,
+                          frames: tuple[np.ndarray, ...]) -> None:
+        """Frames ``indices`` (of the series cycling through ``frames``) as NDArrays: to
+        ``HDF1:`` and on the camera's port to the plugins listening there."""
+        await self.ioc.hdf.receive(settings, indices)
         ports = self.ioc.ports
         if not ports.wanted(CAMERA_PORT):
             return
         now = time.time()
         for index in indices:
-            frame = self._series[index % len(self._series)]
-            await ports.publish(CAMERA_PORT, NDArray(frame, index + 1, now))
+            await ports.publish(CAMERA_PORT, NDArray(frames[index % len(frames)], index + 1, now))
 
     async def _update_counters(self, produced: int, force: bool = False) -> None:
         if not self._counters.ready(force):

@@ -102,6 +102,14 @@ class FlyScanInterrupted(RuntimeError):
     """A pause (one Ctrl-C, ``RE.pause``) stopped a fly scan; the frames so far are kept."""
 
 
+class Eiger2DataSource(StrictEnum):
+    """``cam1:DataSource``: where the IOC's arrays come from."""
+
+    NONE = "None"
+    FILE_WRITER = "FileWriter"
+    STREAM = "Stream"
+
+
 class Eiger2DriverIO(ADBaseIO):
     """``cam1:`` of an ADEiger IOC for an EIGER2: ADBase plus the eigerBase records used here."""
 
@@ -115,6 +123,7 @@ class Eiger2DriverIO(ADBaseIO):
     photon_energy: A[SignalRW[float], PvSuffix.rbv("PhotonEnergy")]
     status_message: A[SignalR[str], PvSuffix("StatusMessage_RBV")]
     fw_enable: A[SignalRW[EnableDisable], PvSuffix.rbv("FWEnable")]
+    data_source: A[SignalRW[Eiger2DataSource], PvSuffix.rbv("DataSource")]
 
 
 class Eiger2HDF5IO(NDFileHDF5IO):
@@ -390,8 +399,10 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         roi1, stats1, stats2 = self.roi1, self.stats1, self.stats2
         settings = [plugin.enable_callbacks.set(EnableDisable.ENABLE)
                     for plugin in (roi1, stats1, stats2)]
-        # HDF1 writes the files: the DCU's own FileWriter would fill its disk for nobody.
-        settings.append(self.driver.fw_enable.set(EnableDisable.DISABLE))
+        # HDF1 writes the files, from frames as they are taken: the DCU's own FileWriter would
+        # fill its disk for nobody.
+        settings += [self.driver.fw_enable.set(EnableDisable.DISABLE),
+                     self.driver.data_source.set(Eiger2DataSource.STREAM)]
         settings += [stats1.compute_statistics.set(True), stats2.compute_statistics.set(True)]
         if self.roi is not None:
             x, y, width, height = self.roi

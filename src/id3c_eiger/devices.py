@@ -83,6 +83,7 @@ class Eiger2Cam(EigerDetectorCam):
     manual_trigger = ADCpt(SignalWithRBV, "ManualTrigger", string=True)
     save_files = ADCpt(SignalWithRBV, "SaveFiles", string=True)
     fw_enable = ADCpt(SignalWithRBV, "FWEnable", string=True)
+    data_source = ADCpt(SignalWithRBV, "DataSource", string=True)
     array_callbacks = ADCpt(SignalWithRBV, "ArrayCallbacks", string=True)
     # Health, read at every point: monitored, so a healthy point costs no round trip.
     detector_state = ADCpt(EpicsSignalRO, "DetectorState_RBV", string=True, auto_monitor=True)
@@ -304,6 +305,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 ("array_callbacks", "Enable"),
                 ("save_files", "Disable"),  # data files beside the master, relative links
                 ("fw_enable", "Disable"),  # HDF1 writes the files: the DCU's disk would fill
+                ("data_source", "Stream"),  # frames reach HDF1 as taken, not a file at a time
             ]
         )
         self.stats1.read_attrs = ["total"]
