@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import hdf5plugin
 import numpy as np
 
-from id3c_eiger.layout import MasterLayout
+from id3c_eiger.layout import MASTER_SUFFIX, MasterLayout
 
 from .faults import Faults
 from .frames import FrameSettings
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DOWNLOAD_POLL = 0.1  # s: the IOC looks for new files on the DCU at about 10 Hz
-MASTER_SUFFIX = "_master.h5"
 
 
 class FileWriterError(Exception):
@@ -105,7 +104,6 @@ class DcuSeries:
     base: int | None = None  # the camera's array counter before the series' first frame
     ready: collections.deque[Path] = field(default_factory=collections.deque)
     to_parse: collections.deque[int] = field(default_factory=collections.deque)  # file numbers
-    downloaded: list[Path] = field(default_factory=list)
     closed: bool = False
     failed: bool = False
 
@@ -170,7 +168,7 @@ class DetectorControlUnit:
         name = series_name(pattern, sequence_id)
         filters = fw_filters(cam.FWCompression.value, cam.CompressionAlgo.value)
         pool = await self.ioc.pool(settings, filters)
-        master = self.root / f"{name}{MASTER_SUFFIX}"
+        master = self.root / f"{name}{MASTER_SUFFIX}.h5"
 
         def create() -> DcuSeries:
             for old in (master, *self.root.glob(f"{name}_data_*.h5")):
@@ -276,7 +274,6 @@ class DetectorControlUnit:
             await cam.report_error(f"download of {source.name} from the DCU failed: {err}; it "
                                    "stays on the DCU (fix cam1:FilePath and download again)")
             return
-        series.downloaded.append(destination)
         if source == series.master:
             await cam.FullFileName_RBV.write(str(destination))
         if cam.FWAutoRemove.value == "Enable":

@@ -189,17 +189,15 @@ class PluginDriver:
             await self.QueueFree.write(max(0, max(1, int(value)) - len(self._queue)))
         elif suffix == "DroppedArrays":  # clients reset the counter by writing 0
             self._dropped = int(value)
-        elif suffix == "ArrayCounter":
-            await self.ArrayCounter_RBV.write(int(value))
         return None
 
     async def rewire(self, source: str) -> str:
         """Listen to ``source``; an unusable port keeps the old wiring, raises the readback's
-        alarm and logs why. Returns the port listened to."""
+        alarm and logs why (as asyn's error print does). Returns the port listened to."""
         try:
             self.ports.connect(self, source)
         except PortError as err:
-            await self.report(str(err))
+            log.warning("%s: %s", self.port_name, err)
             await self.NDArrayPort_RBV.write(
                 self.source, status=AlarmStatus.LINK, severity=AlarmSeverity.MAJOR_ALARM
             )
@@ -208,10 +206,6 @@ class PluginDriver:
         await self.NDArrayPort_RBV.write(source, status=AlarmStatus.NO_ALARM,
                                          severity=AlarmSeverity.NO_ALARM)
         return source
-
-    async def report(self, message: str) -> None:
-        """Where a plugin tells a client what went wrong (the port's alarm carries it too)."""
-        log.warning("%s: %s", self.port_name, message)
 
     # --- arrays -----------------------------------------------------------------------------
 
