@@ -28,7 +28,8 @@ SAVED = {
         "TriggerMode", "ManualTrigger", "NumImages", "NumTriggers", "AcquirePeriod",
         "AcquireTime", "PhotonEnergy", "BeamX", "BeamY", "DetDist", "FWEnable",
         "FWNamePattern", "FWNImagesPerFile", "FWHDF5Format", "FWCompression", "FWAutoRemove",
-        "SequenceId", "SaveFiles", "CreateDirectory", "FilePath",
+        "SequenceId", "SaveFiles", "CompressionAlgo", "DataSource", "FilePerms", "FileOwner",
+        "FileOwnerGrp", "WaitForPlugins", "CreateDirectory", "FilePath",
     ),
     "HDF1:": (
         "EnableCallbacks", "FileWriteMode", "NumCapture", "Compression", "ZLevel", "LazyOpen",

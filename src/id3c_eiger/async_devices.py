@@ -378,7 +378,6 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         self._trouble.clear()
         self._unsubscribe_health()  # a stage after a failed one
         self._dropped_at_stage = await self._first_answer()
-        await self._prepare_plugins()
         for sig, watcher in self._watchers.items():  # an IOC error ends a wait at once
             sig.subscribe_reading(watcher)
         self._health_subscribed = True
@@ -389,20 +388,22 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             raise
 
     def set_roi(self, x: int, y: int, width: int, height: int) -> None:
-        """The region ROI1 cuts for Stats2 (detector pixels), from the next stage on; ValueError
-        if it is not inside the frame."""
+        """The region ROI1 cuts for Stats2 (detector pixels), from the next step scan's prepare
+        on; ValueError if it is not inside the frame."""
         self.roi = check_roi((x, y, width, height), EIGER2_500K)
 
-    async def _prepare_plugins(self) -> None:
-        """Stats1 on the frame, ROI1 (with ``roi``, if given) and Stats2 on it, all enabled; the
-        DCU's FileWriter off."""
+    async def _prepare_plugins(self, step: bool) -> None:
+        """HDF1 fed as frames are taken, the DCU's FileWriter off (it would fill its disk for
+        nobody); for a step scan, Stats1 on the frame, ROI1 (with ``roi``) and Stats2 on it
+        enabled. A fly scan records frames only and leaves the plugins as they are."""
         roi1, stats1, stats2 = self.roi1, self.stats1, self.stats2
-        settings = [plugin.enable_callbacks.set(EnableDisable.ENABLE)
-                    for plugin in (roi1, stats1, stats2)]
-        # HDF1 writes the files, from frames as they are taken: the DCU's own FileWriter would
-        # fill its disk for nobody.
-        settings += [self.driver.fw_enable.set(EnableDisable.DISABLE),
-                     self.driver.data_source.set(Eiger2DataSource.STREAM)]
+        settings = [self.driver.fw_enable.set(EnableDisable.DISABLE),
+                    self.driver.data_source.set(Eiger2DataSource.STREAM)]
+        if not step:
+            await asyncio.gather(*settings)
+            return
+        settings += [plugin.enable_callbacks.set(EnableDisable.ENABLE)
+                     for plugin in (roi1, stats1, stats2)]
         settings += [stats1.compute_statistics.set(True), stats2.compute_statistics.set(True)]
         if self.roi is not None:
             x, y, width, height = self.roi
@@ -517,6 +518,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         """Refuse settings the detector cannot do (naming the limit), then set it up."""
         await self._check_trigger_info(value)
         self._trouble.clear()  # an error from before this arm is not this acquisition's
+        await self._prepare_plugins(step=value.number_of_collections == 1)
         await super().prepare(value)
 
     @WatchableAsyncStatus.wrap
