@@ -250,9 +250,12 @@ class Eiger2ROIPlugin(ROIPlugin_V34):
 
 
 class Eiger2StatsPlugin(StatsPlugin_V34):
-    """``Stats1:``/``Stats2:`` (NDPluginStats), read at each point."""
+    """``Stats1:``/``Stats2:`` (NDPluginStats), read at each point: from monitors, so a point
+    costs no round trip (the IOC posts them before AcquireBusy, on the same circuit)."""
 
     lazy_wait_for_connection = False
+    total = ADCpt(EpicsSignalRO, "Total_RBV", auto_monitor=True)
+    net = ADCpt(EpicsSignalRO, "Net_RBV", auto_monitor=True)
 
 
 class Eiger2Detector(SingleTrigger_V34, DetectorBase):
