@@ -242,14 +242,27 @@ class DetectorControlUnit:
         while True:
             await asyncio.sleep(DOWNLOAD_POLL)
             for series in [*self._downloads, *([self.series] if self.series else [])]:
-                while series.to_parse:
-                    await self._parse(series, series.to_parse.popleft())
-                saving = self.cam.SaveFiles.value == "Enable"
-                while series.ready and saving:
-                    await self._download(series, series.ready[0])
-                    series.ready.popleft()
-                if series.closed and (not series.ready or not saving):
-                    self._downloads.remove(series)  # not saved: it stays on the DCU only
+                try:
+                    await self._serve(series)
+                except Exception as err:  # the loop must outlive one bad file
+                    log.exception("DCU series %s", series.name)
+                    await self.cam.report_error(f"series {series.name}: internal error {err!r}")
+                    series.ready.clear()
+                    series.to_parse.clear()
+                if series.closed and not series.ready and series in self._downloads:
+                    self._downloads.remove(series)
+
+    async def _serve(self, series: DcuSeries) -> None:
+        """Parse and download what of ``series`` is ready."""
+        while series.to_parse:
+            await self._parse(series, series.to_parse.popleft())
+        if self.cam.SaveFiles.value != "Enable":
+            if series.closed:
+                series.ready.clear()  # not saved: it stays on the DCU only
+            return
+        while series.ready:
+            await self._download(series, series.ready[0])
+            series.ready.popleft()
 
     async def _parse(self, series: DcuSeries, number: int) -> None:
         """The frames of data file ``number`` as the driver parses them: arrays to the plugins."""
