@@ -156,3 +156,5 @@ def test_stock_ophyd_single_trigger_reads_stats_at_each_point(sim: Sim, RE) -> N
     RE(bp.count([detector], num=3),
        lambda name, doc: totals.append(doc["data"]["stock_stats1_total"]) if name == "event" else None)
     assert len(totals) == 3 and all(t > 0 for t in totals)
+    assert totals[-1] == sim.get("Stats1:Total_RBV")  # the last frame's, not a stale value
+    assert sim.get("Stats1:ArrayCounter_RBV") == 3  # one frame per point, each one counted

@@ -176,14 +176,18 @@ class DetectorControlUnit:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
             target = FileTarget(master, self.root, fd, fd)
             series = DcuSeries(name, None, target, settings, frames)  # type: ignore[arg-type]
-            series.writer = SeriesWriter(
-                target=target, pool=pool, frame_shape=self.ioc.model.shape,
-                frames_per_file=cam.FWNImagesPerFile.value,
-                layout=MasterLayout(cam.FWHDF5Format.value),
-                metadata=cam.series_metadata(settings),
-                faults=DcuDiskFaults(self.ioc.faults),
-                on_data_file_closed=series.data_file_closed,
-            )
+            try:
+                series.writer = SeriesWriter(
+                    target=target, pool=pool, frame_shape=self.ioc.model.shape,
+                    frames_per_file=cam.FWNImagesPerFile.value,
+                    layout=MasterLayout(cam.FWHDF5Format.value),
+                    metadata=cam.series_metadata(settings),
+                    faults=DcuDiskFaults(self.ioc.faults),
+                    on_data_file_closed=series.data_file_closed,
+                )
+            except BaseException:
+                target.close()  # the directory held for a series that never started
+                raise
             return series
 
         try:
