@@ -374,7 +374,8 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
     async def _set_busy(self, busy: bool) -> None:
         await self.AcquireBusy.write("Acquiring" if busy else "Done")
         await self.Acquire_RBV.write("Acquiring" if busy else "Done")
-        await self.Armed.write("Armed" if busy else "Unarmed")
+        if not busy:
+            await self.Armed.write("Unarmed")
 
     async def _run_acquisition(self) -> None:
         plan = self.acquisition_plan()
@@ -395,6 +396,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
                                                       settings)
             await self.ioc.dcu.arm(settings, self._series)
             await asyncio.sleep(self.ioc.arm_time)  # the DCU prepares the series
+            await self.Armed.write("Armed")  # as the driver: once arm returned the sequence id
             self._counter_base = self.ArrayCounter_RBV.value
             self._acquire_start = time.monotonic()
             await self.NumImagesCounter_RBV.write(0)

@@ -162,6 +162,8 @@ class SeriesWriter:
             room = self.frames_per_file - current.n_frames
             batch, remaining = remaining[:room], remaining[room:]
             self._write_batch(current, pool, batch)
+            if current.n_frames >= self.frames_per_file:
+                self._close_data_file()  # full: closed now, so it is available at once
         if time.monotonic() - self._master_written >= MASTER_REFRESH:
             self._write_master()
 

@@ -13,6 +13,7 @@ device unstaged, so the next plan works once the IOC is back.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -26,13 +27,22 @@ from ophyd import Component as Cpt
 from ophyd import DetectorBase, Device, EpicsSignal, EpicsSignalRO, Staged
 from ophyd.areadetector import EigerDetectorCam
 from ophyd.areadetector.base import EpicsSignalWithRBV as SignalWithRBV
-from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
+from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite, FileStoreIterativeWrite
 from ophyd.areadetector.plugins import HDF5Plugin, HDF5Plugin_V34, ROIPlugin_V34, StatsPlugin_V34
 from ophyd.areadetector.trigger_mixins import ADTriggerStatus
 from ophyd.status import DeviceStatus
 from ophyd.utils.errors import DisconnectedError, InvalidState, UnprimedPlugin
 
-from .geometry import EIGER2_500K, Roi, check_images_per_point, check_roi
+from .file_writer import (
+    DOWNLOAD_TIMEOUT,
+    MAX_TRIGGERS,
+    POLL,
+    DownloadedSeries,
+    FileSource,
+    check_file_source,
+    unique_name_pattern,
+)
+from .geometry import DATA_TYPE_BY_BITS, EIGER2_500K, Roi, check_images_per_point, check_roi
 from .health import RECONNECT_TIMEOUT, DetectorError, HealthReading, check, check_errors, not_responding
 from .layout import DATA_DATASET, MASTER_SUFFIX, check_compression
 from .paths import ExpandedPaths, PathTemplates, ReadPathError, WritePathError
@@ -56,12 +66,20 @@ def _part(device: Device, dotted: str) -> Any:
     return part
 
 
-# Lazy parts used after stage besides the staged ones (stage waits for their channels too).
+# Lazy parts used after stage besides the staged ones (stage waits for their channels too),
+# by every device and by each file source.
 USED_PARTS = (
     "cam.acquire", "cam.acquire_busy", "cam.acquire_period", "cam.detector_state",
-    "cam.status_message", "hdf1.capture", "hdf1.full_file_name", "hdf1.file_path_exists",
-    "hdf1.data_type", "hdf1.array_size.width", "hdf1.array_size.height",
+    "cam.status_message", "cam.array_size.array_size_x", "cam.array_size.array_size_y",
 )
+USED_PARTS_BY_SOURCE = {
+    FileSource.HDF5_PLUGIN: ("hdf1.capture", "hdf1.full_file_name", "hdf1.file_path_exists",
+                             "hdf1.data_type", "hdf1.array_size.width",
+                             "hdf1.array_size.height"),
+    FileSource.FILE_WRITER: ("cam.special_trigger_button", "cam.armed", "file_writer.file_path_exists",
+                             "file_writer.sequence_id", "file_writer.bit_depth",
+                             "file_writer.state", "file_writer.create_directory"),
+}
 
 
 class Eiger2Cam(EigerDetectorCam):
@@ -90,6 +108,75 @@ class Eiger2Cam(EigerDetectorCam):
     status_message = ADCpt(EpicsSignalRO, "StatusMessage_RBV", string=True, auto_monitor=True)
 
 
+class _FrameStore:
+    """What both file sources share: the directory of a stage, checked on both sides of the share
+    before any frame; the Resource of the master by its read path; the image's data key.
+
+    The host class has ``create_directory``, ``file_path``, ``file_path_exists`` and an
+    ``in_use`` flag: the store of the other file source stays idle (its settings only).
+    """
+
+    in_use = True
+    _write_path_template: str
+    _read_path_template: str | None
+
+    @property
+    def templates(self) -> PathTemplates:
+        """The write (IOC) and read (Bluesky/Tiled) path templates, validated."""
+        return PathTemplates(self._write_path_template, self._read_path_template)
+
+    def _open_directory(self, message: EpicsSignalRO) -> ExpandedPaths:
+        """Expand both templates once, have the IOC create and take the write directory, and
+        check this host reads it; ``message`` is where the IOC says why it refused."""
+        paths = self.templates.expand()
+        self.paths = paths
+        # CreateDirectory acts when FilePath is written, so it goes first.
+        self.create_directory.set(self.create_directory_depth, timeout=SIGNAL_TIMEOUT).wait(
+            SIGNAL_TIMEOUT)
+        self.file_path.set(paths.write, timeout=SIGNAL_TIMEOUT).wait(SIGNAL_TIMEOUT)
+        if not self.file_path_exists.get(use_monitor=False):
+            said = message.get(as_string=True, use_monitor=False)
+            raise WritePathError.refused(paths, self.templates.write, said)
+        paths.check_readable()
+        return paths
+
+    @property
+    def master_read_path(self) -> Path:
+        """The master file of the current stage, where this host and Tiled read it."""
+        if self._fn is None:
+            raise RuntimeError(f"{self.name} is not staged: no master file yet")
+        return Path(self._fn)
+
+    def generate_datum(self, key: str, timestamp: float, datum_kwargs: dict) -> Any:
+        """A datum of this point, only from the store in use (ophyd's dispatch asks every file
+        plugin whose ``enable`` is truthy, and an enum string always is)."""
+        if not self.in_use:
+            return None
+        return super().generate_datum(key, timestamp, datum_kwargs)
+
+    def _resource(self, frames_per_point: int) -> None:
+        kwargs: dict[str, Any] = {"dataset": DATA_DATASET}
+        if frames_per_point > 1:
+            # TiledWriter adds a per-point axis for frame_per_point, even for 1: only for > 1.
+            kwargs["frame_per_point"] = frames_per_point
+        FileStoreIterativeWrite._generate_resource(self, kwargs)
+
+    def point_shape(self) -> tuple[int, ...]:
+        """One event's image: (H, W) for one frame per point, (n, H, W) for n."""
+        cam = self.parent.cam
+        height = cam.array_size.array_size_y.get()
+        width = cam.array_size.array_size_x.get()
+        frames = self.parent.images_per_point
+        return (height, width) if frames == 1 else (frames, height, width)
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        description = super().describe()
+        for key in self._datum_uids:
+            description[key]["shape"] = list(self.point_shape())
+            description[key]["dtype_numpy"] = self.dtype_numpy()
+        return description
+
+
 class _LazyOpenHDF5Plugin(HDF5Plugin_V34):
     """HDF5Plugin_V34 without its stage-time 'unprimed' check, which reads ``ArraySize`` before
     ``LazyOpen`` is staged; ``Eiger2HDF5Plugin.stage`` checks priming once the settings are in."""
@@ -98,8 +185,9 @@ class _LazyOpenHDF5Plugin(HDF5Plugin_V34):
         return super(HDF5Plugin, self).stage()
 
 
-class Eiger2HDF5Plugin(FileStoreHDF5IterativeWrite, _LazyOpenHDF5Plugin):
-    """``HDF1:`` writing one master/data series per stage, recorded by its read path.
+class Eiger2HDF5Plugin(_FrameStore, FileStoreHDF5IterativeWrite, _LazyOpenHDF5Plugin):
+    """``HDF1:`` writing one master/data series per stage, recorded by its read path (the
+    ``hdf5_plugin`` file source).
 
     ``LazyOpen`` makes the plugin take frame size and type from the first frame, so it needs no
     priming; if the IOC does not honour it and the plugin was never primed, stage says so.
@@ -132,36 +220,13 @@ class Eiger2HDF5Plugin(FileStoreHDF5IterativeWrite, _LazyOpenHDF5Plugin):
             ]
         )
 
-    # --- paths -----------------------------------------------------------------------------
-
-    @property
-    def templates(self) -> PathTemplates:
-        """The write (IOC) and read (Bluesky/Tiled) path templates, validated."""
-        return PathTemplates(self._write_path_template, self._read_path_template)
-
     def make_filename(self) -> tuple[str, str, str]:
         """Expand both templates once and check both views of the directory before any frame."""
         name, _, _ = super().make_filename()
-        paths = self.templates.expand()
-        self.paths = paths
         if self.file_write_mode.get(as_string=True) != "Single":
             self.capture.set(0, timeout=SIGNAL_TIMEOUT).wait(SIGNAL_TIMEOUT)
-        # CreateDirectory acts when FilePath is written, so it goes first.
-        self.create_directory.set(self.create_directory_depth, timeout=SIGNAL_TIMEOUT).wait(
-            SIGNAL_TIMEOUT)
-        self.file_path.set(paths.write, timeout=SIGNAL_TIMEOUT).wait(SIGNAL_TIMEOUT)
-        if not self.file_path_exists.get(use_monitor=False):
-            message = self.write_message.get(as_string=True, use_monitor=False)
-            raise WritePathError.refused(paths, self.templates.write, message)
-        paths.check_readable()
+        paths = self._open_directory(self.write_message)
         return name, paths.read, paths.write
-
-    @property
-    def master_read_path(self) -> Path:
-        """The master file of the current stage, where this host and Tiled read it."""
-        if self._fn is None:
-            raise RuntimeError(f"{self.name} is not staged: no master file yet")
-        return Path(self._fn)
 
     def wait_for_master(self, timeout: float = READ_PATH_GRACE) -> Path:
         """Wait until the master the IOC wrote shows at the read path; else ``ReadPathError``.
@@ -186,6 +251,8 @@ class Eiger2HDF5Plugin(FileStoreHDF5IterativeWrite, _LazyOpenHDF5Plugin):
     # --- staging ---------------------------------------------------------------------------
 
     def stage(self) -> list[object]:
+        if not self.in_use:  # the FileWriter source: only EnableCallbacks Disable
+            return Device.stage(self)
         staged = super().stage()
         try:
             self._check_primed()
@@ -196,6 +263,8 @@ class Eiger2HDF5Plugin(FileStoreHDF5IterativeWrite, _LazyOpenHDF5Plugin):
         return staged
 
     def unstage(self) -> list[object]:
+        if not self.in_use:
+            return Device.unstage(self)
         # Ending the capture makes the IOC write the master with the real frame count.
         self.capture.set(0, timeout=SIGNAL_TIMEOUT).wait(SIGNAL_TIMEOUT)
         return super().unstage()
@@ -216,31 +285,83 @@ class Eiger2HDF5Plugin(FileStoreHDF5IterativeWrite, _LazyOpenHDF5Plugin):
         # ophyd names the file with FileNumber - 1 (AutoIncrement moves it at file open); ours
         # stays put, and with LazyOpen the file opens only at the first frame.
         self._fn = self.file_template.get() % (self._fp, self.file_name.get(), self.file_number.get())
-        kwargs = {"dataset": DATA_DATASET}
-        if resource_kwargs.get("frame_per_point", 1) > 1:
-            # TiledWriter adds a per-point axis for frame_per_point, even for 1: only for > 1.
-            kwargs["frame_per_point"] = resource_kwargs["frame_per_point"]
-        super()._generate_resource(kwargs)
-
-    def point_shape(self) -> tuple[int, ...]:
-        """One event's image: (H, W) for one frame per point, (n, H, W) for n."""
-        cam = self.parent.cam
-        height = cam.array_size.array_size_y.get()
-        width = cam.array_size.array_size_x.get()
-        frames = self.get_frames_per_point()
-        return (height, width) if frames == 1 else (frames, height, width)
-
-    def describe(self) -> dict[str, dict[str, Any]]:
-        description = super().describe()
-        for key in self._datum_uids:
-            description[key]["shape"] = list(self.point_shape())
-            description[key]["dtype_numpy"] = self.dtype_numpy()
-        return description
+        self._resource(resource_kwargs.get("frame_per_point", 1))
 
     def dtype_numpy(self) -> str:
         """The frames' numpy dtype from this plugin's ``DataType_RBV`` (the camera's record is
         disabled on EIGER2 IOCs, and the type follows the timing: UInt8/16/32)."""
         return np.dtype(self.data_type.get(as_string=True, use_monitor=False).lower()).str
+
+
+class Eiger2FileWriter(_FrameStore, FileStoreIterativeWrite, Device):
+    """The detector's own FileWriter (its records on ``cam1:``), downloaded by the IOC into
+    ``cam1:FilePath`` (the ``file_writer`` file source): one series per stage, named by a unique
+    ``FWNamePattern``, v2024.2 (``/entry/data/data`` in the master), ``images_per_point`` frames
+    per data file so each point's file lands whole; recorded by its master's read path."""
+
+    filestore_spec = "AD_HDF5"
+    lazy_wait_for_connection = False
+
+    enable = Cpt(SignalWithRBV, "FWEnable", string=True, kind="config")
+    file_path = Cpt(SignalWithRBV, "FilePath", string=True, kind="config")
+    file_path_exists = Cpt(EpicsSignalRO, "FilePathExists_RBV", kind="omitted")
+    create_directory = Cpt(SignalWithRBV, "CreateDirectory", kind="config")
+    name_pattern = Cpt(SignalWithRBV, "FWNamePattern", string=True, kind="config")
+    images_per_file = Cpt(SignalWithRBV, "FWNImagesPerFile", kind="config")
+    hdf5_format = Cpt(SignalWithRBV, "FWHDF5Format", string=True, kind="config")
+    compression = Cpt(SignalWithRBV, "FWCompression", string=True, kind="config")
+    save_files = Cpt(SignalWithRBV, "SaveFiles", string=True, kind="config")
+    sequence_id = Cpt(EpicsSignalRO, "SequenceId", kind="omitted")
+    bit_depth = Cpt(EpicsSignalRO, "BitDepthImage_RBV", kind="omitted")
+    # Health, read while a point waits for its file: monitored, no round trip.
+    state = Cpt(EpicsSignalRO, "FWState_RBV", string=True, auto_monitor=True, kind="omitted")
+    free = Cpt(EpicsSignalRO, "FWFree_RBV", kind="omitted")
+
+    def __init__(self, *args: Any, write_path_template: str = "/",
+                 create_directory_depth: int = -3, **kwargs: Any) -> None:
+        super().__init__(*args, write_path_template=write_path_template, **kwargs)
+        self.create_directory_depth = create_directory_depth
+        self.paths: ExpandedPaths | None = None
+        self.series: DownloadedSeries | None = None
+        self._pattern = ""
+        self.stage_sigs.update([
+            ("enable", "Enable"), ("save_files", "Enable"), ("hdf5_format", "v2024.2"),
+            ("compression", "Enable"),
+        ])
+
+    def stage(self) -> list[object]:
+        if not self.in_use:  # the HDF5 plugin source: only FWEnable and SaveFiles Disable
+            return Device.stage(self)
+        self.series = None
+        self.stage_sigs["images_per_file"] = self.parent.images_per_point
+        staged = super().stage()
+        try:
+            self._open_directory(self.parent.cam.status_message)
+            self._pattern = unique_name_pattern()
+            self.name_pattern.set(self._pattern, timeout=SIGNAL_TIMEOUT).wait(SIGNAL_TIMEOUT)
+        except Exception:
+            self.unstage()
+            raise
+        return staged
+
+    def unstage(self) -> list[object]:
+        if not self.in_use:
+            return Device.unstage(self)
+        return super().unstage()
+
+    def start_series(self) -> DownloadedSeries:
+        """Once the detector is armed: the series it started, recorded as the Resource."""
+        self.series = DownloadedSeries.armed(self.paths.read, self._pattern,
+                                             int(self.sequence_id.get(use_monitor=False)),
+                                             self.parent.images_per_point)
+        self._fn = str(self.series.master)
+        self._resource(self.parent.images_per_point)
+        return self.series
+
+    def dtype_numpy(self) -> str:
+        """The frames' numpy dtype from ``BitDepthImage_RBV`` (UInt8/16/32 by the timing)."""
+        bits = int(self.bit_depth.get(use_monitor=False))
+        return np.dtype(DATA_TYPE_BY_BITS.get(bits, "UInt32").lower()).str
 
 
 class Eiger2ROIPlugin(ROIPlugin_V34):
@@ -259,11 +380,15 @@ class Eiger2StatsPlugin(StatsPlugin_V34):
 
 
 class Eiger2Detector(SingleTrigger_V34, DetectorBase):
-    """The EIGER2 500K: ``cam1:`` and ``hdf1`` (``HDF1:``); data key ``<name>_image``.
+    """The EIGER2 500K: ``cam1:``, its files, and the Stats numbers; data key ``<name>_image``.
 
-    Each trigger takes ``images_per_point`` frames (Internal Series) and completes when
-    ``AcquireBusy`` returns to Done, i.e. when the HDF5 plugin has the frames. Frames are
-    stored with ``compression`` (an ``HDF1:Compression`` choice).
+    ``file_source`` picks who writes the files. ``hdf5_plugin``: ``hdf1`` (``HDF1:``) captures
+    one series per stage; each trigger takes ``images_per_point`` frames (Internal Series) and
+    completes when ``AcquireBusy`` returns to Done, i.e. when the plugin has them, stored with
+    ``compression`` (an ``HDF1:Compression`` choice). ``file_writer``: ``file_writer`` (the
+    DCU's FileWriter) records one series per stage, armed at stage (``ManualTrigger``); each
+    trigger sends ``cam1:Trigger`` and completes when the point's data file has been downloaded
+    to the read path; unstage disarms and waits for the master (downloaded last).
     """
 
     # Lazy parts connect when first used, with the patience stage gives them, not ophyd's 1 s.
@@ -271,6 +396,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
 
     cam = Cpt(Eiger2Cam, "cam1:")
     hdf1 = Cpt(Eiger2HDF5Plugin, "HDF1:", write_path_template="/", kind="normal")
+    file_writer = Cpt(Eiger2FileWriter, "cam1:", kind="normal")
     roi1 = Cpt(Eiger2ROIPlugin, "ROI1:", kind="config")
     stats1 = Cpt(Eiger2StatsPlugin, "Stats1:", kind="normal")  # total: <name>_stats1_total
     stats2 = Cpt(Eiger2StatsPlugin, "Stats2:", kind="normal")  # net: <name>_stats2_net
@@ -288,29 +414,43 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         labels: list[str] | None = None,
         compression: str = "BSLZ4",
         roi: list[int] | None = None,
+        file_source: str = FileSource.HDF5_PLUGIN.value,
     ) -> None:
         check_images_per_point(images_per_point)
         region = None if roi is None else check_roi(roi, EIGER2_500K)
+        self.file_source = check_file_source(file_source)
         super().__init__(prefix, name=name, labels=labels or ["detectors"])
         PathTemplates(write_path_template, read_path_template)  # refuse bad templates now
-        self.hdf1.write_path_template = write_path_template
-        self.hdf1.read_path_template = read_path_template
-        self.hdf1.create_directory_depth = create_directory_depth
-        self.hdf1.stage_sigs["compression"] = check_compression(compression)
+        check_compression(compression)
         self.images_per_point = images_per_point
+        for store in (self.hdf1, self.file_writer):
+            store.write_path_template = write_path_template
+            store.read_path_template = read_path_template
+            store.create_directory_depth = create_directory_depth
+        by_file_writer = self.file_source is FileSource.FILE_WRITER
+        self.store: Eiger2HDF5Plugin | Eiger2FileWriter = (
+            self.file_writer if by_file_writer else self.hdf1)
         self.cam.stage_sigs.update(
             [
                 ("trigger_mode", "Internal Series"),
-                ("manual_trigger", "Disable"),
-                ("num_triggers", 1),
+                ("manual_trigger", "Enable" if by_file_writer else "Disable"),
+                ("num_triggers", MAX_TRIGGERS if by_file_writer else 1),
                 ("num_images", images_per_point),
                 ("wait_for_plugins", "Yes"),
                 ("array_callbacks", "Enable"),
-                ("save_files", "Disable"),  # data files beside the master, relative links
-                ("fw_enable", "Disable"),  # HDF1 writes the files: the DCU's disk would fill
-                ("data_source", "Stream"),  # frames reach HDF1 as taken, not a file at a time
+                ("data_source", "Stream"),  # frames reach HDF1 and Stats as taken
             ]
         )
+        if by_file_writer:  # HDF1 idle; the DCU writes, the IOC downloads (SaveFiles)
+            self.hdf1.in_use = False
+            self.hdf1.stage_sigs.clear()
+            self.hdf1.stage_sigs["enable"] = "Disable"
+        else:  # the DCU idle: its disk would fill for nobody; HDF1's files have relative links
+            self.file_writer.in_use = False
+            self.file_writer.stage_sigs.clear()
+            self.file_writer.stage_sigs.update([("enable", "Disable"), ("save_files", "Disable")])
+            self.hdf1.stage_sigs["compression"] = compression
+        self.read_attrs = [self.store.attr_name, "stats1", "stats2"]
         self.stats1.read_attrs = ["total"]
         self.stats1.total.kind = "hinted"
         self.stats2.read_attrs = ["total", "net"]
@@ -320,6 +460,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
             self.set_roi(*region)
         self._master_checked = False
         self._trigger_timeout = TRIGGER_MARGIN
+        self.download_timeout = DOWNLOAD_TIMEOUT  # s: a full file reaches the read path
         self._frames_taken = 0  # frames the points so far asked for
         self._frames_confirmed = 0  # frames the IOC confirmed in the file
         self._dropped_at_stage = 0
@@ -344,13 +485,14 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         # Every channel the device uses, made now and waited for with 30 s of patience: a
         # restarted IOC's channels come back one by one in CA's search back-off, and a busy host
         # may take more than ophyd's 1 s to connect one (a lazy part then failed the stage).
-        for device in (self, self.cam, self.hdf1, self.roi1, self.stats1, self.stats2):
+        for device in (self, self.cam, self.hdf1, self.file_writer, self.roi1, self.stats1,
+                       self.stats2):
             for attr in device.stage_sigs:
                 signal = _part(device, attr)
                 # ophyd waits forever for a staged value's readback unless told otherwise.
                 if getattr(signal, "_write_timeout", SIGNAL_TIMEOUT) is None:
                     signal._write_timeout = SIGNAL_TIMEOUT
-        for name in USED_PARTS:
+        for name in (*USED_PARTS, *USED_PARTS_BY_SOURCE[self.file_source]):
             _part(self, name)
         try:
             self.wait_for_connection(timeout=RECONNECT_TIMEOUT)  # every channel made so far
@@ -360,9 +502,50 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         # Read once here, not at every point: the exposure settings do not change mid-scan.
         period = max(self.cam.acquire_period.get(), 0.0)
         self._trigger_timeout = self.images_per_point * period + TRIGGER_MARGIN
-        self._dropped_at_stage = int(self.hdf1.dropped.get())
+        if self.file_source is FileSource.FILE_WRITER:
+            self._dropped_at_stage = 0
+            try:
+                self._arm()
+            except Exception:
+                self.unstage()
+                raise
+        else:
+            self._dropped_at_stage = int(self.hdf1.dropped.get())
         self.cam.acquire_busy.subscribe(self._on_connection, event_type="meta", run=False)
         return staged
+
+    def _arm(self) -> None:
+        """Arm for the whole stage (the FileWriter source): one series, a trigger per point."""
+        self.cam.acquire.put(1, wait=False)  # the put completes at disarm
+        deadline = time.monotonic() + SIGNAL_TIMEOUT
+        while self.cam.armed.get(use_monitor=False) != 1:
+            if self.cam.detector_state.get(use_monitor=False) == "Error" or (
+                    time.monotonic() > deadline):
+                raise DetectorError(
+                    f"{self.name}: the detector did not arm in {SIGNAL_TIMEOUT:g} s: it says "
+                    f"{self.cam.status_message.get(use_monitor=False)!r} "
+                    f"({self.prefix}cam1:StatusMessage_RBV). Fix what it names (FWEnable, the "
+                    "DCU disk: FWFree_RBV), then run again.")
+            time.sleep(POLL)
+        self.file_writer.start_series()
+
+    def _disarm(self) -> None:
+        """End the FileWriter series and wait until its master has been downloaded; check that
+        every frame taken is in it."""
+        self.cam.acquire.put(0, wait=False)
+        series = self.file_writer.series
+        if series is None:
+            return
+        deadline = time.monotonic() + SIGNAL_TIMEOUT
+        while self.cam.acquire_busy.get(use_monitor=False) != 0:
+            if time.monotonic() > deadline:
+                raise self._not_responding(SIGNAL_TIMEOUT)
+            time.sleep(POLL)
+        if self._failure is not None or not self._frames_taken:
+            return
+        frames = series.wait_for_master(self.download_timeout)
+        reading = self._health(use_monitor=False, expected=self._frames_taken)
+        check(dataclasses.replace(reading, captured=frames))
 
     def unstage(self) -> list[object]:
         """End the capture (the IOC then closes the file) and check every confirmed frame is in
@@ -372,6 +555,9 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         try:
             if not self._ioc_connected():
                 raise self._not_responding(0)
+            if self.file_source is FileSource.FILE_WRITER:
+                self._disarm()
+                return super().unstage()
             unstaged = super().unstage()
             if self._failure is None and self._frames_confirmed:
                 check(self._health(use_monitor=False, expected=self._frames_confirmed))
@@ -389,14 +575,14 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         for device in (*(sub for _, sub in self.walk_subdevices(include_lazy=True)), self):
             device._staged = Staged.no
             device._original_vals.clear()
-        hdf1 = self.hdf1  # what FileStoreBase/IterativeWrite.unstage reset, short of CA
-        hdf1._locked_key_list = False
-        hdf1._resource_uid = None
-        hdf1._asset_docs_cache.clear()
-        hdf1._point_counter = None
+        store = self.store  # what FileStoreBase/IterativeWrite.unstage reset, short of CA
+        store._locked_key_list = False
+        store._resource_uid = None
+        store._asset_docs_cache.clear()
+        store._point_counter = None
 
     def _not_responding(self, waited: float) -> Exception:
-        return not_responding(self.name, self.prefix, waited, self.hdf1._fn or "",
+        return not_responding(self.name, self.prefix, waited, self.store._fn or "",
                               self._frames_confirmed)
 
     def _on_connection(self, *, connected: bool = True, **kwargs: Any) -> None:
@@ -406,15 +592,30 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
             self._fail(point, self._not_responding(0))
 
     def _ioc_connected(self) -> bool:
-        return self.cam.acquire.connected and self.hdf1.capture.connected
+        return self.cam.acquire.connected and self.cam.acquire_busy.connected
 
     def _health(self, use_monitor: bool = True, expected: int | None = None) -> HealthReading:
-        """The IOC's account of the capture; ``DetectorNotResponding`` if it does not answer."""
+        """The IOC's account of the capture; ``DetectorNotResponding`` if it does not answer.
+        With the FileWriter source, captured frames are those downloaded to the read path."""
         hdf1, cam = self.hdf1, self.cam
+        expected = self._frames_taken if expected is None else expected
         try:
+            if self.file_source is FileSource.FILE_WRITER:
+                writer = self.file_writer
+                series = writer.series
+                fw_state = writer.state.get(use_monitor=use_monitor)
+                message = cam.status_message.get(use_monitor=use_monitor)
+                return HealthReading(
+                    name=self.name, prefix=self.prefix, file=str(writer._fn or ""),
+                    expected=expected,
+                    captured=series.frames_downloaded(expected) if series else 0,
+                    write_status="Write error" if fw_state == "error" else "Write OK",
+                    write_message=message,
+                    detector_state=cam.detector_state.get(use_monitor=use_monitor),
+                    status_message=message, writer_pv="cam1:FWState_RBV",
+                )
             return HealthReading(
-                name=self.name, prefix=self.prefix, file=hdf1._fn or "",
-                expected=self._frames_taken if expected is None else expected,
+                name=self.name, prefix=self.prefix, file=hdf1._fn or "", expected=expected,
                 captured=int(hdf1.num_captured.get(use_monitor=use_monitor)),
                 write_status=hdf1.write_status.get(use_monitor=use_monitor),
                 write_message=hdf1.write_message.get(use_monitor=use_monitor),
@@ -460,6 +661,8 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
             raise RuntimeError(f"{self.name} is not staged: stage it (a plan does) before trigger")
         if not self._ioc_connected():
             raise self._remember(self._not_responding(0))
+        if self.file_source is FileSource.FILE_WRITER:
+            return self._trigger_file_writer()
         # As SingleTrigger.trigger, but keeping our own reference: a fast acquisition can end
         # (and clear self._status) before SingleTrigger.trigger returns it.
         try:
@@ -503,4 +706,41 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 threading.Thread(target=confirm, daemon=True).start()
 
         status.add_callback(finish)
+        return watched
+
+    def _trigger_file_writer(self) -> DeviceStatus:
+        """One point of the armed series (``cam1:Trigger``): done when its data file has been
+        downloaded to the read path; failed with the IOC's own message, or after the timeout."""
+        try:
+            self.cam.special_trigger_button.put(1, wait=False)
+        except (TimeoutError, DisconnectedError) as err:
+            raise self._remember(self._not_responding(SIGNAL_TIMEOUT)) from err
+        self._frames_taken += self.images_per_point
+        expected = self._frames_taken
+        self.generate_datum(self._image_name, time.time(), {})
+        watched = self._point = DeviceStatus(self)
+        series = self.file_writer.series
+        waited = self._trigger_timeout - TRIGGER_MARGIN + self.download_timeout
+        deadline = time.monotonic() + waited
+
+        def wait() -> None:
+            """Off the caller's thread: watch the read directory and the IOC's monitors."""
+            try:
+                while not watched.done:
+                    reading = self._health(expected=expected)
+                    check_errors(reading)
+                    if reading.captured >= expected:
+                        self._frames_confirmed = expected
+                        watched.set_finished()
+                        return
+                    if time.monotonic() > deadline:
+                        if not self._ioc_connected():
+                            raise self._not_responding(self._trigger_timeout)
+                        raise series.late(f"data file {series.data_file_of(expected).name}",
+                                          waited)
+                    time.sleep(POLL)
+            except Exception as err:
+                self._fail(watched, err)
+
+        threading.Thread(target=wait, daemon=True).start()
         return watched

@@ -42,6 +42,7 @@ class HealthReading:
     detector_state: str  # cam1:DetectorState_RBV
     status_message: str
     dropped: int = 0  # HDF1:DroppedArrays_RBV since the capture began
+    writer_pv: str = "HDF1:WriteStatus"  # where the writer reports (cam1:FWState_RBV: the DCU)
 
     @property
     def healthy(self) -> bool:
@@ -61,7 +62,7 @@ def check_errors(reading: HealthReading) -> None:
     if r.write_status != "Write OK":
         raise DetectorWriteError(
             f"{r.name}: writing failed, {counts}; the IOC says {r.write_message!r} "
-            f"({r.prefix}HDF1:WriteStatus). Fix what it names (free space on the write path, "
+            f"({r.prefix}{r.writer_pv}). Fix what it names (free space on the write path, "
             "its permissions, the compression), then run again; the frames written are kept."
         )
     if r.detector_state == "Error":

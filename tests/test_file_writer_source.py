@@ -1,0 +1,78 @@
+"""Both device flavours with ``file_source: file_writer``: the DCU's FileWriter writes the series,
+the IOC downloads it (SaveFiles) into the write path, and the run is read back through Tiled,
+from the master at the read path, by the external link / VDS DECTRIS writes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import bluesky.plans as bp
+import numpy as np
+import pytest
+from bluesky.callbacks.best_effort import BestEffortCallback
+from bluesky.utils import FailedStatus
+
+from helpers import ASYNC, CLASSIC, Sim, expected_frames, load_eiger2, master_frames
+from id3c_eiger.catalog import master_files
+from id3c_eiger.file_writer import DownloadTimeout
+from id3c_eiger.layout import data_file_name
+
+FLAVOURS = [pytest.param(CLASSIC, id="classic"), pytest.param(ASYNC, id="async")]
+
+
+def downloaded(directory: Path) -> list[str]:
+    """The names of the files in ``directory``, sorted."""
+    return sorted(p.name for p in directory.iterdir())
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_count_reads_back_the_downloaded_series(flavour, tmp_path, sim: Sim, RE, catalog,
+                                                data_root, alias_root) -> None:
+    """Write by the IOC's path, read by another: one series per run, a data file per point,
+    the master last; Tiled serves the generator's pixels; the DCU keeps nothing back."""
+    relative = sim.directory.relative_to(data_root)
+    eiger2 = load_eiger2(flavour, tmp_path, sim, f"{sim.directory}/fw",
+                         f"{alias_root / relative}/fw", file_source="file_writer",
+                         images_per_point=2)
+    shown: list[str] = []
+    bec = BestEffortCallback()
+    bec.disable_plots()
+    RE.subscribe(lambda name, doc: shown.append(name))
+    RE(bp.count([eiger2], num=3), bec)
+    images = catalog.runs[-1].primary["eiger2_image"]
+    assert images.shape == (3, 2, 512, 1028)
+    (master,) = master_files(images)
+    assert str(master).startswith(str(alias_root))  # recorded by the read path
+    sequence_id = int(master.name.removesuffix("_master.h5").rpartition("_")[2])
+    assert sequence_id == sim.get("cam1:SequenceId")  # named by the DCU, $id -> SequenceId
+    assert downloaded(master.parent) == sorted(
+        [master.name, *(data_file_name(master, n) for n in (1, 2, 3))])  # a file per point
+    on_disk = master_frames(master)
+    assert on_disk.shape == (6, 512, 1028)
+    np.testing.assert_array_equal(images[2], on_disk[4:6])
+    np.testing.assert_array_equal(images[1, 1], expected_frames(master, range(3, 4))[0])
+    assert sim.text("HDF1:FullFileName_RBV") != str(master)  # HDF1 wrote nothing of it
+    run = catalog.runs[-1]
+    totals = run.primary["eiger2_stats1_total"].read()
+    np.testing.assert_allclose(totals[-1], on_disk[5].sum(dtype=np.float64), rtol=1e-9)  # last frame
+
+
+def test_a_read_path_that_misses_the_downloads_names_the_file_and_the_fix(
+        tmp_path, sim: Sim, RE) -> None:
+    """A read directory that exists but is not where the IOC downloads: the first point fails
+    naming the data file, SaveFiles and the read path template; nothing is claimed."""
+    elsewhere = tmp_path / "not-the-share"
+    elsewhere.mkdir()
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/fw", str(elsewhere),
+                         file_source="file_writer")
+    eiger2.download_timeout = 1.0
+    with pytest.raises(FailedStatus) as err:
+        RE(bp.count([eiger2], num=2))
+    assert isinstance(err.value.__cause__, DownloadTimeout)
+    message = str(err.value.__cause__)
+    assert "_data_000001.h5" in message and "read path template" in message
+    deadline = time.monotonic() + 10
+    while not list((sim.directory / "fw").glob("*_master.h5")):  # the series is kept whole
+        assert time.monotonic() < deadline, "the master was never downloaded"
+        time.sleep(0.05)
