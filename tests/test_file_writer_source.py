@@ -8,40 +8,41 @@ import time
 from pathlib import Path
 
 import bluesky.plans as bp
+import h5py
 import numpy as np
 import pytest
-from bluesky.callbacks.best_effort import BestEffortCallback
 from bluesky.utils import FailedStatus
+from ophyd_async.core import TriggerInfo
 
 from helpers import ASYNC, CLASSIC, Sim, expected_frames, load_eiger2, master_frames
 from id3c_eiger.catalog import master_files
 from id3c_eiger.file_writer import DownloadTimeout
-from id3c_eiger.layout import data_file_name
+from id3c_eiger.geometry import EIGER2_500K
+from id3c_eiger.layout import DATA_DATASET, data_file_name
+from id3c_eiger.plans import fly_frames
 
-FLAVOURS = [pytest.param(CLASSIC, id="classic"), pytest.param(ASYNC, id="async")]
-
+FASTEST_16BIT = EIGER2_500K.min_period_16bit - EIGER2_500K.dead_time  # livetime at 2222 Hz
 
 def downloaded(directory: Path) -> list[str]:
     """The names of the files in ``directory``, sorted."""
     return sorted(p.name for p in directory.iterdir())
 
 
-@pytest.mark.parametrize("flavour", FLAVOURS)
-def test_count_reads_back_the_downloaded_series(flavour, tmp_path, sim: Sim, RE, catalog,
+@pytest.mark.parametrize(("flavour", "per_point"), [
+    pytest.param(CLASSIC, 2, id="classic"),
+    pytest.param(ASYNC, 1, id="async"),  # ophyd-async records plugin values at 1 per point
+])
+def test_count_reads_back_the_downloaded_series(flavour, per_point, tmp_path, sim: Sim, RE, catalog,
                                                 data_root, alias_root) -> None:
     """Write by the IOC's path, read by another: one series per run, a data file per point,
     the master last; Tiled serves the generator's pixels; the DCU keeps nothing back."""
     relative = sim.directory.relative_to(data_root)
     eiger2 = load_eiger2(flavour, tmp_path, sim, f"{sim.directory}/fw",
                          f"{alias_root / relative}/fw", file_source="file_writer",
-                         images_per_point=2)
-    shown: list[str] = []
-    bec = BestEffortCallback()
-    bec.disable_plots()
-    RE.subscribe(lambda name, doc: shown.append(name))
-    RE(bp.count([eiger2], num=3), bec)
+                         images_per_point=per_point)
+    RE(bp.count([eiger2], num=3))
     images = catalog.runs[-1].primary["eiger2_image"]
-    assert images.shape == (3, 2, 512, 1028)
+    assert images.shape == ((3, 2, 512, 1028) if per_point == 2 else (3, 512, 1028))
     (master,) = master_files(images)
     assert str(master).startswith(str(alias_root))  # recorded by the read path
     sequence_id = int(master.name.removesuffix("_master.h5").rpartition("_")[2])
@@ -49,13 +50,14 @@ def test_count_reads_back_the_downloaded_series(flavour, tmp_path, sim: Sim, RE,
     assert downloaded(master.parent) == sorted(
         [master.name, *(data_file_name(master, n) for n in (1, 2, 3))])  # a file per point
     on_disk = master_frames(master)
-    assert on_disk.shape == (6, 512, 1028)
-    np.testing.assert_array_equal(images[2], on_disk[4:6])
-    np.testing.assert_array_equal(images[1, 1], expected_frames(master, range(3, 4))[0])
+    assert on_disk.shape == (3 * per_point, 512, 1028)
+    np.testing.assert_array_equal(images[2], on_disk[2 * per_point:].squeeze())
+    last = 3 * per_point - 1
+    np.testing.assert_array_equal(on_disk[last], expected_frames(master, range(last, last + 1))[0])
     assert sim.text("HDF1:FullFileName_RBV") != str(master)  # HDF1 wrote nothing of it
     run = catalog.runs[-1]
-    totals = run.primary["eiger2_stats1_total"].read()
-    np.testing.assert_allclose(totals[-1], on_disk[5].sum(dtype=np.float64), rtol=1e-9)  # last frame
+    totals = run.primary[eiger2.stats1.total.name].read()
+    np.testing.assert_allclose(totals[-1], on_disk[last].sum(dtype=np.float64), rtol=1e-9)
 
 
 def test_a_read_path_that_misses_the_downloads_names_the_file_and_the_fix(
@@ -76,3 +78,22 @@ def test_a_read_path_that_misses_the_downloads_names_the_file_and_the_fix(
     while not list((sim.directory / "fw").glob("*_master.h5")):  # the series is kept whole
         assert time.monotonic() < deadline, "the master was never downloaded"
         time.sleep(0.05)
+
+
+def test_a_fly_scan_ends_once_the_master_is_downloaded(tmp_path, sim: Sim, RE, catalog) -> None:
+    """2500 frames at 2.2 kHz through the FileWriter: data files of 1000 frames land as they
+    fill, StreamDatum follows them, and the scan ends with every file at the read path."""
+    eiger2 = load_eiger2(ASYNC, tmp_path, sim, f"{sim.directory}/fwfly", file_source="file_writer")
+    documents = []
+    RE(fly_frames(eiger2, TriggerInfo(number_of_events=2500, livetime=FASTEST_16BIT)),
+       lambda name, doc: documents.append((name, doc)))
+    stops = [doc["indices"]["stop"] for name, doc in documents if name == "stream_datum"]
+    assert stops[-1] == 2500 and len(stops) > 1  # documents as data files land
+    images = catalog.runs[-1].primary["eiger2_image"]
+    assert images.shape == (2500, 512, 1028)
+    (master,) = master_files(images)
+    assert downloaded(master.parent) == sorted(
+        [master.name, *(data_file_name(master, n) for n in (1, 2, 3))])
+    np.testing.assert_array_equal(images[2499], expected_frames(master, range(2499, 2500))[0])
+    with h5py.File(master, "r", swmr=True) as f:  # the first frame of the second data file, by the VDS
+        np.testing.assert_array_equal(images[1000], f[DATA_DATASET][1000])

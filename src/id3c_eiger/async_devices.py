@@ -24,7 +24,6 @@ from typing import Annotated as A
 
 from bluesky.protocols import Reading
 from bluesky.utils import NoReplayAllowed
-from event_model import DataKey
 from ophyd_async.core import (
     AsyncStatus,
     DetectorTrigger,
@@ -36,7 +35,6 @@ from ophyd_async.core import (
     SignalRW,
     StandardDetector,
     StreamableDataProvider,
-    StreamResourceDataProvider,
     StrictEnum,
     TriggerInfo,
     WatchableAsyncStatus,
@@ -59,6 +57,13 @@ from ophyd_async.epics.adcore import (
 )
 from ophyd_async.epics.core import PvSuffix
 
+from .async_file_writer import (
+    FileWriterAcquireLogic,
+    FileWriterDataLogic,
+    FrameStream,
+    FWHDF5Format,
+)
+from .file_writer import MAX_TRIGGERS, FileSource, check_file_source
 from .geometry import (
     DATA_TYPE_BY_BITS,
     EIGER2_500K,
@@ -74,7 +79,8 @@ from .paths import PathTemplates, ReadPathError, TemplatePathProvider, WritePath
 
 IDLE_TIMEOUT = 10.0  # s: after the last frame, the detector must report Idle within this
 HEALTH_TIMEOUT = 3.0  # s: an IOC that does not answer a health read in this time is not answering
-UNSTAGE_TIMEOUT = 15.0  # s: stopping the capture and the detector
+UNSTAGE_TIMEOUT = 15.0  # s: stopping the capture and the detector (and the last download)
+FLY_FRAMES_PER_FILE = 1000  # FWNImagesPerFile of a fly scan's series (DECTRIS' default)
 DATA_KEY_SUFFIX = "_image"  # data key <name>_image, as the classic device's
 
 logger = logging.getLogger(__name__)
@@ -124,6 +130,17 @@ class Eiger2DriverIO(ADBaseIO):
     status_message: A[SignalR[str], PvSuffix("StatusMessage_RBV")]
     fw_enable: A[SignalRW[EnableDisable], PvSuffix.rbv("FWEnable")]
     data_source: A[SignalRW[Eiger2DataSource], PvSuffix.rbv("DataSource")]
+    # The FileWriter source: the DCU's series, downloaded by the IOC into FilePath.
+    file_path: A[SignalRW[str], PvSuffix.rbv("FilePath")]
+    file_path_exists: A[SignalR[bool], PvSuffix("FilePathExists_RBV")]
+    create_directory: A[SignalRW[int], PvSuffix.rbv("CreateDirectory")]
+    fw_name_pattern: A[SignalRW[str], PvSuffix.rbv("FWNamePattern")]
+    fw_nimages_per_file: A[SignalRW[int], PvSuffix.rbv("FWNImagesPerFile")]
+    fw_hdf5_format: A[SignalRW[FWHDF5Format], PvSuffix.rbv("FWHDF5Format")]
+    fw_compression: A[SignalRW[EnableDisable], PvSuffix.rbv("FWCompression")]
+    fw_state: A[SignalR[str], PvSuffix("FWState_RBV")]
+    save_files: A[SignalRW[EnableDisable], PvSuffix.rbv("SaveFiles")]
+    sequence_id: A[SignalR[int], PvSuffix("SequenceId")]
 
 
 class Eiger2HDF5IO(NDFileHDF5IO):
@@ -210,19 +227,6 @@ class Eiger2AcquireLogic(ADAcquireLogic):
             ) from err
 
 
-class FrameStream(StreamResourceDataProvider):
-    """Stream resources whose events hold one frame as (H, W), as the classic device's do, so
-    Tiled shows (N, H, W); n frames per event stay (n, H, W)."""
-
-    async def make_datakeys(self, collections_per_event: int) -> dict[str, DataKey]:
-        keys = await super().make_datakeys(collections_per_event)
-        if collections_per_event == 1:
-            for key in keys.values():
-                if len(key["shape"]) > 2:
-                    key["shape"] = key["shape"][1:]
-        return keys
-
-
 @dataclass
 class Eiger2HDFDataLogic(ADHDFDataLogic):
     """HDF1 writing one master series per prepare, checked on both sides of the share."""
@@ -278,9 +282,11 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         level_trigger_mode: str = Eiger2TriggerMode.EXTERNAL_ENABLE.value,
         compression: str = "BSLZ4",
         roi: list[int] | None = None,
+        file_source: str = FileSource.HDF5_PLUGIN.value,
     ) -> None:
         check_images_per_point(images_per_point)
         self.roi: Roi | None = None if roi is None else check_roi(roi, EIGER2_500K)
+        self.file_source = check_file_source(file_source)
         if level_trigger_mode not in LEVEL_MODES:
             raise ValueError(
                 f"level_trigger_mode {level_trigger_mode!r} is not a level trigger mode of the "
@@ -296,13 +302,36 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         driver = Eiger2DriverIO(prefix + "cam1:")
         self.hdf1 = Eiger2HDF5IO(prefix + "HDF1:")
         self.image_data_type = derived_signal_r(_image_data_type, bits=driver.bit_depth_image)
+        array_description = NDArrayDescription(
+            shape_signals=[driver.array_size_y, driver.array_size_x],
+            data_type_signal=self.image_data_type,
+            color_mode_signal=driver.color_mode,
+        )
+        plugins = {"roi1": Eiger2ROIIO(prefix + "ROI1:"),
+                   "stats1": Eiger2StatsIO(prefix + "Stats1:"),
+                   "stats2": Eiger2StatsIO(prefix + "Stats2:")}
+        arm = Eiger2AcquireLogic(driver, driver_armed_signal=driver.armed)
+        self.file_writer: FileWriterDataLogic | None = None
+        if self.file_source is FileSource.FILE_WRITER:
+            self.file_writer = FileWriterDataLogic(driver, self.path_provider, array_description,
+                                                   datakey_suffix=DATA_KEY_SUFFIX)
+            arm = FileWriterAcquireLogic(arm, driver, self.file_writer,
+                                         plugins=(plugins["stats1"], plugins["stats2"]))
+            data_logic = self.file_writer
+        else:
+            data_logic = Eiger2HDFDataLogic(
+                array_description=array_description,
+                path_provider=self.path_provider,
+                writer=self.hdf1,
+                driver=driver,
+                datakey_suffix=DATA_KEY_SUFFIX,
+                compression=ADCompression(compression),
+            )
         super().__init__(
             driver,
-            acquire_logic=Eiger2AcquireLogic(driver, driver_armed_signal=driver.armed),
+            acquire_logic=arm,
             trigger_logic=Eiger2TriggerLogic(driver, Eiger2TriggerMode(level_trigger_mode)),
-            plugins={"roi1": Eiger2ROIIO(prefix + "ROI1:"),
-                     "stats1": Eiger2StatsIO(prefix + "Stats1:"),
-                     "stats2": Eiger2StatsIO(prefix + "Stats2:")},
+            plugins=plugins,
             config_sigs=(driver.trigger_mode, driver.bit_depth_image, driver.photon_energy),
             name=name,
         )
@@ -311,20 +340,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             PluginSignalDataLogic(driver, self.stats2.net),
             PluginSignalDataLogic(driver, self.stats2.total, hinted=False),
         )
-        self.add_detector_logics(
-            Eiger2HDFDataLogic(
-                array_description=NDArrayDescription(
-                    shape_signals=[driver.array_size_y, driver.array_size_x],
-                    data_type_signal=self.image_data_type,
-                    color_mode_signal=driver.color_mode,
-                ),
-                path_provider=self.path_provider,
-                writer=self.hdf1,
-                driver=driver,
-                datakey_suffix=DATA_KEY_SUFFIX,
-                compression=ADCompression(compression),
-            )
-        )
+        self.add_detector_logics(data_logic)
         self._ophyd_labels_ = set(labels or ["detectors"])  # read by guarneri's registry
         self._prefix = prefix
         self._health_signals: tuple[SignalR, ...] = (
@@ -336,6 +352,8 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             self.hdf1.write_status: functools.partial(self._on_health, "Write error"),
             driver.detector_state: functools.partial(self._on_health, ADState.ERROR),
         }
+        if self.file_writer is not None:  # the DCU reports its errors in FWState_RBV
+            self._watchers[driver.fw_state] = functools.partial(self._on_health, "error")
         self._trouble = asyncio.Event()
         self._health_subscribed = False
         self._flying = False  # between kickoff and the end of complete
@@ -363,8 +381,20 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             file, captured, status, message, dropped, state, status_message = await asyncio.wait_for(
                 asyncio.gather(*(sig.get_value(cached=False) for sig in self._health_signals)),
                 HEALTH_TIMEOUT)
+            fw_state = await self.driver.fw_state.get_value() if self.file_writer else ""
         except (TimeoutError, NotConnectedError) as err:
             raise self._not_responding(HEALTH_TIMEOUT) from err
+        if (writer := self.file_writer) is not None:  # the DCU's, counted where downloaded
+            series = writer.series
+            downloaded = await writer.frames_downloaded.get_value()
+            return HealthReading(
+                name=self.name, prefix=self._prefix, file=str(series.master) if series else "",
+                expected=expected,
+                captured=downloaded if writer.master_frames is None else writer.master_frames,
+                write_status="Write error" if fw_state == "error" else "Write OK",
+                write_message=status_message, detector_state=str(state.value),
+                status_message=status_message, writer_pv="cam1:FWState_RBV",
+            )
         return HealthReading(
             name=self.name, prefix=self._prefix, file=file, expected=expected, captured=captured,
             write_status=status, write_message=message, detector_state=str(state.value),
@@ -393,12 +423,14 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         self.roi = check_roi((x, y, width, height), EIGER2_500K)
 
     async def _prepare_plugins(self, step: bool) -> None:
-        """HDF1 fed as frames are taken, the DCU's FileWriter off (it would fill its disk for
-        nobody); for a step scan, Stats1 on the frame, ROI1 (with ``roi``) and Stats2 on it
-        enabled. A fly scan records frames only and leaves the plugins as they are."""
+        """Arrays as frames are taken (Stream); with the HDF5 plugin source the DCU's FileWriter
+        off (it would fill its disk for nobody); for a step scan, Stats1 on the frame, ROI1
+        (with ``roi``) and Stats2 on it enabled. A fly scan records frames only and leaves the
+        plugins as they are."""
         roi1, stats1, stats2 = self.roi1, self.stats1, self.stats2
-        settings = [self.driver.fw_enable.set(EnableDisable.DISABLE),
-                    self.driver.data_source.set(Eiger2DataSource.STREAM)]
+        settings = [self.driver.data_source.set(Eiger2DataSource.STREAM)]
+        if self.file_writer is None:
+            settings.append(self.driver.fw_enable.set(EnableDisable.DISABLE))
         if not step:
             await asyncio.gather(*settings)
             return
@@ -518,8 +550,28 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         """Refuse settings the detector cannot do (naming the limit), then set it up."""
         await self._check_trigger_info(value)
         self._trouble.clear()  # an error from before this arm is not this acquisition's
-        await self._prepare_plugins(step=value.number_of_collections == 1)
+        step = value.number_of_events == 1  # a step-scan point (or a one-event fly scan)
+        await self._prepare_plugins(step=step)
+        if self.file_writer is not None:
+            await self._prepare_file_writer(value, step)
         await super().prepare(value)
+        if self.file_writer is not None and self._acquire_logic.manual:
+            # One arm for the stage: each point a cam1:Trigger, ended by disarm at unstage.
+            await asyncio.gather(self.driver.manual_trigger.set(EnableDisable.ENABLE),
+                                 self.driver.num_triggers.set(MAX_TRIGGERS))
+
+    async def _prepare_file_writer(self, value: TriggerInfo, step: bool) -> None:
+        """A step scan's points are triggers of one arm, a data file each; a fly scan is one
+        arm of ``FLY_FRAMES_PER_FILE`` frames per data file."""
+        manual = step and value.trigger is DetectorTrigger.INTERNAL
+        per_file = value.collections_per_event if manual else FLY_FRAMES_PER_FILE
+        arm, data = self._acquire_logic, self.file_writer
+        if arm.armed and not manual:
+            raise TimingError(f"{self.name}: a fly scan cannot start while this stage's step "
+                              "series is armed; unstage (end the run) first")
+        arm.manual = manual
+        data.expected = MAX_TRIGGERS * per_file if manual else value.number_of_collections
+        await self.driver.fw_nimages_per_file.set(per_file)
 
     @WatchableAsyncStatus.wrap
     async def trigger(self) -> AsyncIterator[WatcherUpdate[int]]:

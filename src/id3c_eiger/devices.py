@@ -78,7 +78,9 @@ USED_PARTS_BY_SOURCE = {
                              "hdf1.array_size.height"),
     FileSource.FILE_WRITER: ("cam.special_trigger_button", "cam.armed", "file_writer.file_path_exists",
                              "file_writer.sequence_id", "file_writer.bit_depth",
-                             "file_writer.state", "file_writer.create_directory"),
+                             "file_writer.state", "file_writer.create_directory",
+                             "cam.array_counter", "stats1.enable", "stats2.enable",
+                             "stats1.unique_id", "stats2.unique_id"),
 }
 
 
@@ -325,8 +327,7 @@ class Eiger2FileWriter(_FrameStore, FileStoreIterativeWrite, Device):
         self.series: DownloadedSeries | None = None
         self._pattern = ""
         self.stage_sigs.update([
-            ("enable", "Enable"), ("save_files", "Enable"), ("hdf5_format", "v2024.2"),
-            ("compression", "Enable"),
+            ("enable", "Enable"), ("hdf5_format", "v2024.2"), ("compression", "Enable"),
         ])
 
     def stage(self) -> list[object]:
@@ -336,6 +337,8 @@ class Eiger2FileWriter(_FrameStore, FileStoreIterativeWrite, Device):
         self.stage_sigs["images_per_file"] = self.parent.images_per_point
         staged = super().stage()
         try:
+            # Not restored at unstage: the IOC must go on downloading the series' last files.
+            self.save_files.set("Enable", timeout=SIGNAL_TIMEOUT).wait(SIGNAL_TIMEOUT)
             self._open_directory(self.parent.cam.status_message)
             self._pattern = unique_name_pattern()
             self.name_pattern.set(self._pattern, timeout=SIGNAL_TIMEOUT).wait(SIGNAL_TIMEOUT)
@@ -377,6 +380,8 @@ class Eiger2StatsPlugin(StatsPlugin_V34):
     lazy_wait_for_connection = False
     total = ADCpt(EpicsSignalRO, "Total_RBV", auto_monitor=True)
     net = ADCpt(EpicsSignalRO, "Net_RBV", auto_monitor=True)
+    # The last array's id, posted after its numbers: a point waits for it (FileWriter source).
+    unique_id = ADCpt(EpicsSignalRO, "UniqueId_RBV", auto_monitor=True, kind="omitted")
 
 
 class Eiger2Detector(SingleTrigger_V34, DetectorBase):
@@ -464,6 +469,8 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self._frames_taken = 0  # frames the points so far asked for
         self._frames_confirmed = 0  # frames the IOC confirmed in the file
         self._dropped_at_stage = 0
+        self._array_base = 0  # cam1:ArrayCounter_RBV at the arm (FileWriter source)
+        self._stats_in_use: list[Eiger2StatsPlugin] = []
         self._failure: Exception | None = None  # the first cause, once a point failed
         self._point: DeviceStatus | None = None  # the point in flight
 
@@ -528,6 +535,16 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                     "DCU disk: FWFree_RBV), then run again.")
             time.sleep(POLL)
         self.file_writer.start_series()
+        # Arrays of this arm are numbered on from the camera's counter; the enabled Stats
+        # plugins have a point's numbers once they show its last array's id.
+        self._array_base = int(self.cam.array_counter.get(use_monitor=False))
+        self._stats_in_use = [plugin for plugin in (self.stats1, self.stats2)
+                              if plugin.enable.get(as_string=True, use_monitor=False) == "Enable"]
+
+    def _stats_have(self, frames: int) -> bool:
+        """The enabled Stats plugins have processed the arm's first ``frames`` arrays."""
+        last = self._array_base + frames
+        return all(plugin.unique_id.get() >= last for plugin in self._stats_in_use)
 
     def _disarm(self) -> None:
         """End the FileWriter series and wait until its master has been downloaded; check that
@@ -729,7 +746,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 while not watched.done:
                     reading = self._health(expected=expected)
                     check_errors(reading)
-                    if reading.captured >= expected:
+                    if reading.captured >= expected and self._stats_have(expected):
                         self._frames_confirmed = expected
                         watched.set_finished()
                         return

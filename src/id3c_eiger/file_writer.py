@@ -90,7 +90,8 @@ class DownloadedSeries:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with h5py.File(self.master, "r") as master:
+                # SWMR, as Tiled opens it: one process may hold it both ways (embedded Tiled).
+                with h5py.File(self.master, "r", swmr=True) as master:
                     return int(master[DATA_DATASET].shape[0]) if DATA_DATASET in master else 0
             except (OSError, KeyError):  # not there yet, or still being copied
                 if time.monotonic() > deadline:

@@ -256,8 +256,8 @@ class PluginDriver:
         # a thread and back waited out the GIL's 5 ms switch interval behind the file writer
         # (measured: 22 arrays/s per plugin instead of hundreds).
         result = self.compute(array)
-        await self._show_array(array)
         await self.show(result)
+        await self._show_array(array)  # UniqueId_RBV last: a client seeing it sees the results
         await self.ExecutionTime_RBV.write((time.perf_counter() - started) * 1e3)
         await self.show_counters(throttled=True)
         output = result.get("output")
