@@ -56,7 +56,8 @@ def test_demo_counts_reads_draws_and_diagnoses(tmp_path, detector) -> None:
     out = result.stdout
     assert f'cat[-1].primary["{detector}_image"]: shape (3, 512, 1028)' in out
     doctor = [line.strip() for line in out.splitlines() if line.strip()[:4] in ("PASS", "FAIL")]
-    assert len(doctor) == 13 and all(line.startswith("PASS") for line in doctor)
+    assert len(doctor) == 14 and all(line.startswith("PASS") for line in doctor)
+    assert any(line.startswith("PASS  DCU FileWriter") for line in doctor)  # file_writer source
     assert "Traceback" not in result.stderr
     # The picture is frame 0: 512 x 1028 inside the axes, masked pixels magenta.
     pixels = matplotlib.image.imread(tmp_path / f"{detector}_frame0.png")[..., :3]

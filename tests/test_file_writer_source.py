@@ -16,8 +16,10 @@ from ophyd_async.core import TriggerInfo
 
 from helpers import ASYNC, CLASSIC, Sim, expected_frames, load_eiger2, master_frames
 from id3c_eiger.catalog import master_files
+from id3c_eiger.doctor import check_chain
 from id3c_eiger.file_writer import DownloadTimeout
 from id3c_eiger.geometry import EIGER2_500K
+from id3c_eiger.health import DetectorError
 from id3c_eiger.layout import DATA_DATASET, data_file_name
 from id3c_eiger.plans import fly_frames
 
@@ -97,3 +99,31 @@ def test_a_fly_scan_ends_once_the_master_is_downloaded(tmp_path, sim: Sim, RE, c
     np.testing.assert_array_equal(images[2499], expected_frames(master, range(2499, 2500))[0])
     with h5py.File(master, "r", swmr=True) as f:  # the first frame of the second data file, by the VDS
         np.testing.assert_array_equal(images[1000], f[DATA_DATASET][1000])
+
+
+def test_a_full_dcu_disk_fails_the_point_named_and_keeps_what_was_downloaded(
+        tmp_path, sim: Sim, RE, catalog) -> None:
+    """The detector's disk fills during the third point: the plan fails with FWState_RBV and
+    the DCU's message; the two points before are downloaded, in the master and in Tiled; the
+    doctor names the DCU hop, and passes again once the disk has room."""
+    sim.put("cam1:FWCompression", "Disable")  # known bytes per frame (the device re-enables it)
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/full",
+                         file_source="file_writer")
+    eiger2.file_writer.stage_sigs["compression"] = "Disable"
+    sim.put("sim:DcuDiskFullAfterBytes", int(2.5 * 512 * 1028 * 2))
+    with pytest.raises(FailedStatus) as err:
+        RE(bp.count([eiger2], num=5))
+    cause = err.value.__cause__
+    assert isinstance(cause, DetectorError)
+    assert "cam1:FWState_RBV" in str(cause) and "No space left" in str(cause)
+    images = catalog.runs[-1].primary["eiger2_image"]
+    assert images.shape == (2, 512, 1028)  # the points that completed
+    (master,) = master_files(images)
+    assert master_frames(master).shape[0] >= 2  # their frames, downloaded with the master
+    np.testing.assert_array_equal(images[1], master_frames(master)[1])
+    hops = list(check_chain(tmp_path / "devices.yml", catalog=catalog))
+    assert [hop.name for hop in hops if not hop.passed] == ["DCU FileWriter"]
+    assert "FWFree_RBV" in hops[-1].detail
+    sim.put("sim:DcuDiskFullAfterBytes", 0)  # room again: the next run works
+    RE(bp.count([eiger2], num=1))
+    assert catalog.runs[-1].primary["eiger2_image"].shape == (1, 512, 1028)

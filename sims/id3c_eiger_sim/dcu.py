@@ -229,10 +229,14 @@ class DetectorControlUnit:
         await self.cam.FWFree_RBV.write(self.free_gb())
 
     async def _fail(self, message: str) -> None:
-        await self.cam.FWState_RBV.write("error")
+        """The FileWriter's error: the driver's message first, then its state, so a client that
+        sees ``FWState_RBV`` "error" already has the reason in ``StatusMessage_RBV``."""
+        error = FileWriterError(f"{message}; the DCU disk {self.root} has "
+                                f"{self.free_gb():.3f} GB free (FWFree_RBV)")
+        await self.cam.report_error(f"FileWriter: {error}")
         await self.cam.FWFree_RBV.write(self.free_gb())
-        raise FileWriterError(f"{message}; the DCU disk {self.root} has "
-                              f"{self.free_gb():.3f} GB free (FWFree_RBV)")
+        await self.cam.FWState_RBV.write("error")
+        raise error
 
     async def _in_thread(self, func: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()

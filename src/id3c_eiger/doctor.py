@@ -23,6 +23,7 @@ from caproto.sync.client import read as ca_read
 
 from .catalog import Catalog, CatalogError, find_run, master_files, open_catalog, run_images
 from .config import DEFAULT_DEVICES_FILE, DevicesFileError, device_entry
+from .file_writer import FileSource, check_file_source
 from .inspection import MasterFileError, inspect_master, open_master
 from .layout import DATA_DATASET, check_compression
 from .paths import PathTemplates, ReadPathError
@@ -30,8 +31,27 @@ from .tiled_adapter import FramewiseHDF5Adapter
 
 CA_TIMEOUT = 2.0  # s for each PV the doctor reads
 STREAM = "primary"  # the stream bp.count and fly_frames write the frames to
-_IOC_PVS = ("cam1:Model_RBV", "HDF1:FilePath_RBV", "HDF1:FilePathExists_RBV",
-            "HDF1:FullFileName_RBV", "HDF1:WriteMessage")
+DCU_PVS = ("cam1:FWState_RBV", "cam1:FWFree_RBV")  # the FileWriter source's own disk
+
+
+@dataclass(frozen=True)
+class FilePVs:
+    """Where an IOC shows the directory, whether it can write there, its last file and why not:
+    HDF1's records for the HDF5 plugin source, cam1's (downloads) for the FileWriter."""
+
+    path: str
+    exists: str
+    last_file: str
+    message: str
+
+    @classmethod
+    def of(cls, source: FileSource) -> FilePVs:
+        """The records of ``source``."""
+        if source is FileSource.FILE_WRITER:
+            return cls("cam1:FilePath_RBV", "cam1:FilePathExists_RBV", "cam1:FullFileName_RBV",
+                       "cam1:StatusMessage_RBV")
+        return cls("HDF1:FilePath_RBV", "HDF1:FilePathExists_RBV", "HDF1:FullFileName_RBV",
+                   "HDF1:WriteMessage")
 
 
 @dataclass(frozen=True)
@@ -54,6 +74,12 @@ class DetectorSettings:
     name: str
     prefix: str
     templates: PathTemplates
+    file_source: FileSource = FileSource.HDF5_PLUGIN
+
+    @property
+    def pvs(self) -> FilePVs:
+        """The records of its file source."""
+        return FilePVs.of(self.file_source)
 
     @property
     def data_key(self) -> str:
@@ -69,15 +95,16 @@ def check_devices_entry(devices_file: str | os.PathLike[str], name: str
         class_path, kwargs = device_entry(devices_file, name)
         templates = PathTemplates(kwargs["write_path_template"], kwargs.get("read_path_template"))
         check_compression(kwargs.get("compression", "BSLZ4"))
+        source = check_file_source(kwargs.get("file_source", FileSource.HDF5_PLUGIN.value))
     except (DevicesFileError, ValueError) as err:  # PathTemplateError is a ValueError
         return Hop("devices file", False, f"{devices_file}: {name}: {err}"), None
     except KeyError as err:
         return Hop("devices file", False, f"{devices_file}: {name} has no {err} key; give the "
                    "directory the IOC writes to, e.g. write_path_template: /data/%Y/%m/%d/"), None
-    settings = DetectorSettings(name, kwargs["prefix"], templates)
+    settings = DetectorSettings(name, kwargs["prefix"], templates, source)
     read = templates.read or templates.write
     return Hop("devices file", True, f"{name} is {class_path}, prefix {settings.prefix!r}, writes "
-               f"{templates.write!r}, read as {read!r}"), settings
+               f"{templates.write!r}, read as {read!r}, files by {source.value}"), settings
 
 
 def _ca_text(pv: str, timeout: float) -> str:
@@ -91,11 +118,14 @@ def _ca_text(pv: str, timeout: float) -> str:
 
 def check_ioc(settings: DetectorSettings, timeout: float = CA_TIMEOUT
               ) -> tuple[list[Hop], dict[str, str]]:
-    """The IOC hops: the PVs answer, ``FilePath_RBV`` is the write template expanded, and the IOC
-    can write there. Returns the hops (up to the first FAIL) and the values read."""
+    """The IOC hops: the PVs answer, ``FilePath_RBV`` is the write template expanded, the IOC
+    can write there, and (FileWriter source) the DCU's FileWriter is not in error. Returns the
+    hops (up to the first FAIL) and the values read."""
     values: dict[str, str] = {}
-    prefix = settings.prefix
-    for suffix in _IOC_PVS:
+    prefix, pvs = settings.prefix, settings.pvs
+    by_dcu = settings.file_source is FileSource.FILE_WRITER
+    for suffix in ("cam1:Model_RBV", pvs.path, pvs.exists, pvs.last_file, pvs.message,
+                   *(DCU_PVS if by_dcu else ())):
         try:
             values[suffix] = _ca_text(prefix + suffix, timeout)
         except CaprotoTimeoutError:
@@ -104,12 +134,23 @@ def check_ioc(settings: DetectorSettings, timeout: float = CA_TIMEOUT
                         f"no answer from {prefix}{suffix} in {timeout:g} s (EPICS_CA_ADDR_LIST "
                         f"{addresses}). Fix: start the IOC, check prefix {prefix!r} in the devices "
                         "file, or set EPICS_CA_ADDR_LIST to reach the IOC host")], values
+    writer = "DCU FileWriter" if by_dcu else "HDF5 plugin"
     hops = [Hop("IOC answers", True, f"{prefix} serves a {values['cam1:Model_RBV']} with its "
-                "HDF5 plugin")]
-    file_path, template = values["HDF1:FilePath_RBV"], settings.templates.write
+                f"{writer}")]
+    if by_dcu:
+        state, free = values["cam1:FWState_RBV"], float(values["cam1:FWFree_RBV"] or 0)
+        if state == "error" or free <= 0:
+            hops.append(Hop("DCU FileWriter", False,
+                            f"{prefix}cam1:FWState_RBV is {state!r} with {free:.3g} GB free on "
+                            f"the detector's disk (FWFree_RBV); it says "
+                            f"{values[pvs.message]!r}. Fix: free the DCU's disk (FWAutoRemove "
+                            "Enable deletes what the IOC downloaded), then run again"))
+            return hops, values
+        hops.append(Hop("DCU FileWriter", True, f"FWState_RBV {state!r}, {free:.3g} GB free"))
+    file_path, template = values[pvs.path], settings.templates.write
     if not file_path:
         hops.append(Hop("write path", False,
-                        f"{prefix}HDF1:FilePath_RBV is empty: the IOC has not been given a "
+                        f"{prefix}{pvs.path} is empty: the IOC has not been given a "
                         f"directory yet. Fix: run one acquisition (staging puts {template!r}), "
                         "then run the doctor again"))
         return hops, values
@@ -124,8 +165,8 @@ def check_ioc(settings: DetectorSettings, timeout: float = CA_TIMEOUT
     hops.append(Hop("write path", True,
                     f"FilePath_RBV {file_path!r} is write_path_template {template!r} "
                     f"for {when:%Y-%m-%d}"))
-    if values["HDF1:FilePathExists_RBV"] != "Yes":
-        message = values["HDF1:WriteMessage"] or "FilePathExists_RBV is No"
+    if values[pvs.exists] != "Yes":
+        message = values[pvs.message] or "FilePathExists_RBV is No"
         hops.append(Hop("IOC can write", False,
                         f"the IOC cannot write to {file_path!r}; IOC says: {message}. Fix: create "
                         "that directory on the IOC host with write access for the IOC's user, "
@@ -138,14 +179,14 @@ def check_ioc(settings: DetectorSettings, timeout: float = CA_TIMEOUT
 def check_read_path(settings: DetectorSettings, ioc_values: dict[str, str]) -> Hop:
     """The read-path hop: the directory the IOC writes, as this host reads it, exists and is
     readable, and shows the IOC's last file."""
-    file_path = ioc_values.get("HDF1:FilePath_RBV", "")
+    file_path = ioc_values.get(settings.pvs.path, "")
     when = settings.templates.when_written(file_path) if file_path else None
     paths = settings.templates.expand(when)  # now, when the IOC's directory is not known
     try:
         paths.check_readable()
     except ReadPathError as err:
         return Hop("read path", False, str(err))
-    last = ioc_values.get("HDF1:FullFileName_RBV", "")
+    last = ioc_values.get(settings.pvs.last_file, "")
     if when is None or not last.startswith(paths.write):
         return Hop("read path", True, f"{paths.read!r} exists and is readable here")
     seen_here = Path(paths.read) / last[len(paths.write):]
