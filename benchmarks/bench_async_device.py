@@ -6,7 +6,8 @@ Prints, all measured in this run against the simulator process and one embedded 
   in the files (NumCaptured, the master's nimages, the data files) and in Tiled (shape, last
   frame equal to the file's);
 * frame 0 of that run through Tiled, against h5py reading the same chunk;
-* ``bp.count(num=100)`` per-point overhead with 1 ms exposures: the ophyd-async device, the
+* ``bp.count(num=100)`` per-point overhead with 1 ms exposures (both file sources: HDF1, and the
+  DCU's FileWriter downloaded by the IOC, "DCU"): the ophyd-async device, the
   classic device and ophyd-async's ``SimBlobDetector``, through the same TiledWriter.
 
 Run with ``python benchmarks/bench_async_device.py`` (``make benchmark`` runs every benchmark).
@@ -83,10 +84,18 @@ def step_scans(RE: RunEngine, sim: Sim, root: Path) -> None:
         modern = AsyncEiger2(PREFIX, name="eiger2", write_path_template=str(root / "a"))
     classic = ClassicEiger2(PREFIX, name="eiger2", write_path_template=str(root / "c"))
     classic.wait_for_connection(timeout=10)
+    with init_devices():
+        modern_fw = AsyncEiger2(PREFIX, name="eiger2", write_path_template=str(root / "afw"),
+                                file_source="file_writer")
+    classic_fw = ClassicEiger2(PREFIX, name="eiger2", write_path_template=str(root / "cfw"),
+                               file_source="file_writer")
+    classic_fw.wait_for_connection(timeout=10)
     blob = blob_detector(root / "blob")
     results = {
         "ophyd-async EIGER2": per_point_overhead(RE, modern),
         "classic EIGER2": per_point_overhead(RE, classic),
+        "ophyd-async, DCU": per_point_overhead(RE, modern_fw),
+        "classic, DCU": per_point_overhead(RE, classic_fw),
         "ophyd-async SimBlob": per_point_overhead(RE, blob),
     }
     print(f"count(num={POINTS}), {EXPOSURE * 1e3:.0f} ms exposures, per-point overhead:")

@@ -40,6 +40,7 @@ from ophyd_async.core import (
     WatchableAsyncStatus,
     WatcherUpdate,
     derived_signal_r,
+    observe_value,
 )
 from ophyd_async.epics.adcore import (
     NDROIIO,
@@ -213,7 +214,34 @@ class Eiger2TriggerLogic(DetectorTriggerLogic):
 
 
 class Eiger2AcquireLogic(ADAcquireLogic):
-    """Arm by ``Acquire`` until ``Armed``; the wait for Idle after the last frame is bounded."""
+    """Arm by ``Acquire`` until ``Armed`` (an arm the detector refuses ends the wait at once,
+    with its message); the wait for Idle after the last frame is bounded."""
+
+    async def start_acquiring(self) -> None:
+        arming = asyncio.ensure_future(super().start_acquiring())
+        refused = asyncio.ensure_future(self._refused())
+        try:
+            await asyncio.wait({arming, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+        if not arming.done():
+            arming.cancel()
+            await asyncio.gather(arming, return_exceptions=True)
+            message = await self.driver.status_message.get_value(cached=False)
+            raise DetectorError(
+                f"{self.driver.acquire.source}: the detector refused to arm "
+                f"(cam1:DetectorState_RBV Error); it says {message!r} "
+                "(cam1:StatusMessage_RBV). Fix the setting it names, then run again.")
+        arming.result()
+
+    async def _refused(self) -> None:
+        """Returns once the detector goes to Error after this arm began (an Error left from
+        before, seen first, does not count)."""
+        began = False
+        async for state in observe_value(self.driver.detector_state):
+            if state == ADState.ERROR and began:
+                return
+            began = began or state != ADState.ERROR
 
     async def wait_for_idle(self) -> None:
         try:

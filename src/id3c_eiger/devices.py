@@ -149,13 +149,6 @@ class _FrameStore:
             raise RuntimeError(f"{self.name} is not staged: no master file yet")
         return Path(self._fn)
 
-    def generate_datum(self, key: str, timestamp: float, datum_kwargs: dict) -> Any:
-        """A datum of this point, only from the store in use (ophyd's dispatch asks every file
-        plugin whose ``enable`` is truthy, and an enum string always is)."""
-        if not self.in_use:
-            return None
-        return super().generate_datum(key, timestamp, datum_kwargs)
-
     def _resource(self, frames_per_point: int) -> None:
         kwargs: dict[str, Any] = {"dataset": DATA_DATASET}
         if frames_per_point > 1:
@@ -474,6 +467,12 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self._failure: Exception | None = None  # the first cause, once a point failed
         self._point: DeviceStatus | None = None  # the point in flight
 
+    def generate_datum(self, key: str, timestamp: float, datum_kwargs: dict | None = None) -> None:
+        """The point's datum, from the store in use only: ophyd's dispatch would ask every file
+        plugin's ``enable`` over Channel Access at each point (and an enum string is always
+        truthy)."""
+        self.store.generate_datum(key, timestamp, datum_kwargs or {})
+
     def set_roi(self, x: int, y: int, width: int, height: int) -> None:
         """The region ROI1 cuts for Stats2 (detector pixels), from the next stage on; ValueError
         if it is not inside the frame."""
@@ -525,9 +524,11 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         """Arm for the whole stage (the FileWriter source): one series, a trigger per point."""
         self.cam.acquire.put(1, wait=False)  # the put completes at disarm
         deadline = time.monotonic() + SIGNAL_TIMEOUT
+        began = False  # an Error left from before the arm, seen first, does not count
         while self.cam.armed.get(use_monitor=False) != 1:
-            if self.cam.detector_state.get(use_monitor=False) == "Error" or (
-                    time.monotonic() > deadline):
+            error = self.cam.detector_state.get(use_monitor=False) == "Error"
+            began = began or not error
+            if (error and began) or time.monotonic() > deadline:
                 raise DetectorError(
                     f"{self.name}: the detector did not arm in {SIGNAL_TIMEOUT:g} s: it says "
                     f"{self.cam.status_message.get(use_monitor=False)!r} "
