@@ -256,8 +256,9 @@ class PluginDriver:
         # a thread and back waited out the GIL's 5 ms switch interval behind the file writer
         # (measured: 22 arrays/s per plugin instead of hundreds).
         result = self.compute(array)
+        await self._show_array(array)
         await self.show(result)
-        await self._show_array(array)  # UniqueId_RBV last: a client seeing it sees the results
+        await self.UniqueId_RBV.write(array.unique_id)  # last: a client seeing it sees the rest
         await self.ExecutionTime_RBV.write((time.perf_counter() - started) * 1e3)
         await self.show_counters(throttled=True)
         output = result.get("output")
@@ -270,7 +271,6 @@ class PluginDriver:
         counter = self.ArrayCounter_RBV.value + 1
         await self.ArrayCounter.write(counter, verify_value=False)
         await self.ArrayCounter_RBV.write(counter)
-        await self.UniqueId_RBV.write(array.unique_id)
         await self.TimeStamp_RBV.write(array.timestamp)
         if self.ArraySize0_RBV.value != width or self.ArraySize1_RBV.value != height:
             await self.NDimensions_RBV.write(2)
