@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 HDF5_MIMETYPE = "application/x-hdf5"
 PLUGIN_TIMEOUT = 10.0  # s: an enabled plugin has a point's last array this long after its file
+WATCHER_STOP_TIMEOUT = 1.0  # s: a cancelled download watcher ends within one file-system poll
 
 
 class PluginTimeout(TimeoutError):
@@ -148,8 +149,9 @@ class FileWriterDataLogic(DetectorDataLogic):
         self._watcher = asyncio.create_task(self._watch(self.series))
 
     async def _watch(self, series: DownloadedSeries) -> None:
-        """Post the frames found at the read path as data files land (about every 10 ms)."""
-        while True:
+        """Post the frames found at the read path as data files land (about every 10 ms), until
+        the series is no longer the one watched (a stop, or the next arm)."""
+        while self.series is series and self._watcher is not None:
             found = await asyncio.to_thread(series.frames_downloaded, self.expected)
             if found != await self.frames_downloaded.get_value():
                 await self.frames_downloaded.set(found)
@@ -165,9 +167,11 @@ class FileWriterDataLogic(DetectorDataLogic):
         return self.master_frames
 
     async def _stop_watcher(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()  # not awaited: a count in a worker thread ends by itself
-            self._watcher = None
+        """Cancel the watcher and wait (bounded) for it to end, so none outlives its series."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.wait([watcher], timeout=WATCHER_STOP_TIMEOUT)
 
     async def stop(self) -> None:
         await self._stop_watcher()
