@@ -9,17 +9,31 @@ and redeclare the records that do more with ``record_pv(...)`` and a putter.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from functools import cache
 from typing import Any
 
 import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, PvpropertyChar, pvproperty
+from caproto.server.records import records as caproto_records
 
 from id3c_eiger.records import Record, records_for
 
 # caproto has no "busy" or "sseq" record; "bo" and "seq" carry the same fields.
 _FIELD_RECORD = {"busy": "bo", "sseq": "seq"}
+
+# The fields a client of the IOC reads or writes: dbCommon's identity, scan, disable and alarm
+# fields, and each record kind's display, limit, array, raw-value, state-string and link fields
+# (caproto's bi/bo/mbbi/mbbo write RVAL with every value). caproto serves ~60 fields a record;
+# these make a 1600-record IOC start in 4 s instead of 9.
+CLIENT_FIELDS = frozenset((
+    "NAME", "RTYP", "DESC", "SCAN", "PINI", "PROC", "DTYP", "DISA", "DISV", "SDIS", "STAT",
+    "SEVR", "ACKS", "ACKT", "UDF", "TSE", "TPRO", "FLNK", "EGU", "PREC", "HOPR", "LOPR", "DRVH",
+    "DRVL", "NELM", "NORD", "FTVL", "INP", "OUT", "DOL", "OMSL", "RVAL", "ZNAM", "ONAM",
+    "ZRST", "ONST", "TWST", "THST", "FRST", "FVST", "SXST", "SVST", "EIST", "NIST", "TEST",
+    "ELST", "TVST", "TTST", "FTST", "FFST"))
 
 # A bo without ZNAM/ONAM: an IOC serves no strings and clients show the number; caproto cannot
 # serve an enum without strings, so these are the strings clients would show.
@@ -40,12 +54,24 @@ class PvpropertyText(PvpropertyChar):
         await super().write_from_dbr(data, data_type, metadata, **kwargs)
 
 
+@cache
+def client_fields(record_type: str) -> type[PVGroup]:
+    """caproto's field group of ``record_type`` serving only ``CLIENT_FIELDS`` (those it has)."""
+    full = caproto_records[_FIELD_RECORD.get(record_type, record_type)]
+    kept = {attr: prop for attr, prop in full._pvs_.items() if prop.pvspec.name in CLIENT_FIELDS}
+    # A field not served reads as None (caproto's alarm-limit check looks for HHSV ... so).
+    namespace: dict[str, Any] = {attr: None for attr in full._pvs_ if attr not in kept}
+    lean = type(full.__name__, (full,), namespace | {"__doc__": f"{record_type} client fields"})
+    lean._pvs_ = OrderedDict(kept)
+    return lean
+
+
 def record_pv(record: Record, put: Putter | None = None, **overrides: Any) -> pvproperty:
     """A pvproperty serving ``record`` as the real IOC does (type, size, enum strings, fields)."""
     kind = record.kind
     kwargs: dict[str, Any] = {
         "name": record.suffix,
-        "record": _FIELD_RECORD.get(record.record_type, record.record_type),
+        "record": client_fields(record.record_type),
         "doc": f"{record.plugin}{record.suffix} ({record.record_type})",
     }
     if kind == "enum":
