@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Annotated as A
+from typing import Any, TypeVar
 
+from aioca import Subscription, camonitor
 from bluesky.protocols import Reading
 from bluesky.utils import NoReplayAllowed
 from ophyd_async.core import (
@@ -85,6 +87,7 @@ FLY_FRAMES_PER_FILE = 1000  # FWNImagesPerFile of a fly scan's series (DECTRIS' 
 DATA_KEY_SUFFIX = "_image"  # data key <name>_image, as the classic device's
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Eiger2TriggerMode(StrictEnum):
@@ -386,6 +389,8 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         self._health_subscribed = False
         self._flying = False  # between kickoff and the end of complete
         self._ioc_away = False  # the IOC stopped answering during the last stage
+        self._circuit: Subscription | None = None  # tells, while staged, when the IOC goes away
+        self._gone = asyncio.Event()  # set by the circuit: the IOC went away while staged
         self._interrupted = False
         self._failure: BaseException | None = None
         self._frames_confirmed = 0
@@ -396,6 +401,30 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
     def _on_health(self, bad: str, reading: dict[str, Reading]) -> None:
         if next(iter(reading.values()))["value"] == bad:
             self._trouble.set()
+
+    def _on_circuit(self, value: Any) -> None:
+        """A closed connection ends a wait at once: the IOC is gone, no timeout need pass."""
+        if not value.ok:
+            self._ioc_away = True
+            self._gone.set()
+            self._trouble.set()
+
+    async def _unless_gone(self, awaitable: Awaitable[T]) -> T:
+        """``awaitable``'s result, or ``DetectorNotResponding`` as soon as the IOC goes away
+        (a put or a wait on a closed channel would otherwise run to its own timeout)."""
+        step = asyncio.ensure_future(awaitable)
+        gone = asyncio.ensure_future(self._gone.wait())
+        try:
+            await asyncio.wait({step, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not step.done():
+            # The cause first: the cancelled wait would record its CancelledError as one.
+            self._failure = self._failure or self._not_responding(0)
+            step.cancel()
+            await asyncio.gather(step, return_exceptions=True)
+            raise self._failure
+        return step.result()
 
     def _not_responding(self, waited: float) -> Exception:
         self._ioc_away = True  # the next stage waits for every channel to come back
@@ -434,10 +463,13 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         self._failure = None
         self._frames_confirmed = 0
         self._trouble.clear()
+        self._gone.clear()
         self._unsubscribe_health()  # a stage after a failed one
         self._dropped_at_stage = await self._first_answer()
         for sig, watcher in self._watchers.items():  # an IOC error ends a wait at once
             sig.subscribe_reading(watcher)
+        self._circuit = camonitor(self._prefix + "cam1:DetectorState_RBV", self._on_circuit,
+                                  notify_disconnect=True)
         self._health_subscribed = True
         try:
             await super().stage()
@@ -493,13 +525,16 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             self._health_subscribed = False
             for sig, watcher in self._watchers.items():
                 sig.clear_sub(watcher)
+        if self._circuit is not None:
+            self._circuit.close()
+            self._circuit = None
 
     # --- pause: a fly scan stops at once, keeping its frames ------------------------------
 
     @AsyncStatus.wrap
     async def kickoff(self) -> None:
         self._interrupted = False
-        await super().kickoff()
+        await self._unless_gone(super().kickoff())
         self._flying = True
 
     async def stop(self, success: bool = True) -> None:
@@ -528,6 +563,11 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         """Stop the detector and the capture (bounded), then check every confirmed frame is in
         the file. After a failure, cleanup errors are logged, not raised: the first cause stays."""
         try:
+            if self._gone.is_set():  # nothing to stop on an IOC that is gone; forget its arm
+                if self.file_writer is not None:
+                    await self.file_writer.stop()
+                    self._acquire_logic.armed = False
+                raise self._failure or self._not_responding(0)
             try:
                 await asyncio.wait_for(super().unstage(), UNSTAGE_TIMEOUT)
             except TimeoutError as err:
@@ -607,8 +647,16 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         if self._prepare_ctx is None:
             await self.prepare(TriggerInfo(collections_per_event=self.images_per_point))
         self._trouble.clear()
-        async for update in StandardDetector.trigger.__wrapped__(self):
-            yield update
+        updates = StandardDetector.trigger.__wrapped__(self)
+        try:
+            while True:
+                try:
+                    update = await self._unless_gone(anext(updates))
+                except StopAsyncIteration:
+                    break
+                yield update
+        finally:
+            await updates.aclose()
 
     async def _wait_for_index(
         self,
@@ -638,6 +686,8 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
                         raise FlyScanInterrupted(
                             f"{self.name}: the fly scan was stopped by a pause; the frames "
                             "written are kept and recorded. Run a new fly scan for the rest")
+                    if self._ioc_away:
+                        raise self._not_responding(0)
                     check(await self._health(expected))
                     raise DetectorError(f"{self.name}: the IOC reported an error that cleared "
                                         "before it could be read; see cam1:StatusMessage_RBV")
