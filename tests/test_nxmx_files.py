@@ -1,6 +1,7 @@
 """Masters and data files as DECTRIS writes them, judged by outside readers: NeXus validation
-against NXmx (punx), the NXmx reader of the data-reduction suites (nxmx, as dxtbx uses it) and
-fabio; DECTRIS's attribute string types, integer and float widths, and nimages per trigger."""
+against NXmx (punx), the NXmx reader of the data-reduction suites (nxmx, as dxtbx uses it),
+fabio, silx, and pyFAI integrating the powder rings with the master's geometry; DECTRIS's attribute
+string types, integer and float widths, and nimages per trigger."""
 
 from __future__ import annotations
 
@@ -80,3 +81,50 @@ def test_fabio_opens_the_master_and_reads_every_frame(master: Path) -> None:
     assert image.nframes == 12
     np.testing.assert_array_equal(image.data, frames[0])
     np.testing.assert_array_equal(image.getframe(11).data, frames[11])
+
+
+def test_silx_reads_single_frames_through_the_virtual_dataset(master: Path) -> None:
+    import silx.io
+    from silx.io.url import DataUrl
+
+    frames = master_frames(master)
+    for index in (0, 7, 11):  # in the first, second and third data file
+        url = DataUrl(file_path=str(master), data_path=DATA_DATASET, data_slice=(index,))
+        np.testing.assert_array_equal(silx.io.get_data(url), frames[index])
+    with silx.io.open(str(master)) as f:
+        assert f[DATA_DATASET].shape == (12, 512, 1028)
+
+
+def test_pyfai_finds_the_lab6_rings_where_the_masters_geometry_puts_them(master: Path) -> None:
+    """pyFAI's own EIGER2 500K and LaB6 calibrant, placed by the master's distance, beam centre,
+    pixel size and wavelength: the integrated profile of frame 0 (pixel mask applied) peaks at
+    the calibrant's rings. A wrong unit, axis or beam centre in the master moves the peaks."""
+    import fabio
+    import pyFAI
+    from pyFAI.calibrant import get_calibrant
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+    with h5py.File(master, "r") as f:
+        detector = f[DETECTOR]
+        pixel = (float(detector["y_pixel_size"][()]), float(detector["x_pixel_size"][()]))
+        beam = (float(detector["beam_center_y"][()]), float(detector["beam_center_x"][()]))
+        distance = float(detector["detector_distance"][()])
+        wavelength = float(f["/entry/instrument/beam/incident_wavelength"][()]) * 1e-10
+        mask = f[f"{DETECTOR_SPECIFIC}/pixel_mask"][()] != 0
+    eiger = pyFAI.detector_factory("Eiger2_500k")
+    assert eiger.shape == mask.shape and (eiger.pixel1, eiger.pixel2) == pytest.approx(pixel)
+    integrator = AzimuthalIntegrator(dist=distance, poni1=beam[0] * pixel[0],
+                                     poni2=beam[1] * pixel[1], wavelength=wavelength,
+                                     detector=eiger)
+    profile = integrator.integrate1d(fabio.open(str(master)).data, 2000, unit="q_A^-1",
+                                     mask=mask)
+    q, intensity = profile.radial, profile.intensity
+    rings = [2 * np.pi / d for d in get_calibrant("LaB6").dspacing if q[0] < 2 * np.pi / d < q[-1]]
+    assert len(rings) >= 3, f"only {len(rings)} LaB6 rings on the detector: check the geometry"
+    background = np.median(intensity)
+    step = q[1] - q[0]
+    for ring in rings:
+        near = np.abs(q - ring) < 0.02  # 1/A
+        peak = q[near][np.argmax(intensity[near])]
+        assert abs(peak - ring) < 3 * step + 0.005, f"ring at q={ring:.3f}, peak at {peak:.3f}"
+        assert intensity[near].max() > 2 * background, f"no ring at q={ring:.3f}"
