@@ -46,6 +46,25 @@ def test_a_scan_shows_the_frame_total_and_the_roi_net_at_each_point(
                                rtol=1e-9)
 
 
+@pytest.mark.parametrize("flavour", [CLASSIC, ASYNC])
+def test_a_point_of_several_frames_records_the_numbers_of_its_last(flavour, tmp_path, sim, RE,
+                                                                   catalog) -> None:
+    """NDStats reports per array: after a point of 3 frames it holds the third's numbers."""
+    eiger2 = load_eiger2(flavour, tmp_path, sim, f"{sim.directory}/multi", roi=ROI,
+                         images_per_point=3)
+    RE(bp.count([eiger2], num=2))
+    primary = catalog.runs[-1].primary
+    points = primary["eiger2_image"].read()
+    assert points.shape == (2, 3, 512, 1028)
+    x, y, width, height = ROI
+    last = points[:, -1]
+    np.testing.assert_allclose(primary[eiger2.stats1.total.name].read(),
+                               [f.astype(np.float64).sum() for f in last], rtol=1e-12)
+    np.testing.assert_allclose(primary[eiger2.stats2.net.name].read(),
+                               [net_counts(f[y : y + height, x : x + width]) for f in last],
+                               rtol=1e-9)
+
+
 def test_an_roi_outside_the_frame_is_refused_when_the_devices_file_is_loaded(tmp_path, sim):
     with pytest.raises(ValueError, match=r"roi \[1000, 0, 100, 10\] is not inside the 1028 x 512"):
         load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/x", roi=[1000, 0, 100, 10])

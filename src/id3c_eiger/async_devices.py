@@ -7,7 +7,8 @@ with timeouts) and data (HDF1 writing ``<uuid>_master.h5`` where the write path 
 points, recorded by the read path template, as the classic ``id3c_eiger.devices`` device does).
 Its keyword arguments are the classic device's, so a devices file switches flavour in one line.
 Each step-scan point also reads the commonPlugins' numbers (Stats1 total of the frame, Stats2 net
-of ROI1's region) through ophyd-async's ``PluginSignalDataLogic``, hinted for LiveTable and plots.
+of ROI1's region) through ophyd-async's ``PluginSignalDataLogic``, hinted for LiveTable and plots;
+for a point of several frames, those of its last frame, as NDStats reports them.
 Every point, every fly scan and unstage check the IOC's own account (``health``): a write error
 or a detector error ends the wait at once with the IOC's message, a dead IOC is named, and unstage
 never hides the first cause.
@@ -24,7 +25,7 @@ from typing import Annotated as A
 from typing import Any, TypeVar
 
 from aioca import Subscription, camonitor
-from bluesky.protocols import Reading
+from bluesky.protocols import Hints, Reading
 from bluesky.utils import NoReplayAllowed
 from ophyd_async.core import (
     AsyncStatus,
@@ -32,6 +33,7 @@ from ophyd_async.core import (
     DetectorTriggerLogic,
     EnableDisable,
     NotConnectedError,
+    ReadableDataProvider,
     SignalDict,
     SignalR,
     SignalRW,
@@ -366,11 +368,14 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             config_sigs=(driver.trigger_mode, driver.bit_depth_image, driver.photon_energy),
             name=name,
         )
-        self.add_detector_logics(
+        # Read at step-scan points by this class, not the base (which reads plugin signals only
+        # at one-frame points): see _update_prepare_context.
+        self._point_numbers = (
             PluginSignalDataLogic(driver, self.stats1.total),
             PluginSignalDataLogic(driver, self.stats2.net),
             PluginSignalDataLogic(driver, self.stats2.total, hinted=False),
         )
+        self._point_providers: list[ReadableDataProvider] = []
         self.add_detector_logics(data_logic)
         self._ophyd_labels_ = set(labels or ["detectors"])  # read by guarneri's registry
         self._prefix = prefix
@@ -640,6 +645,26 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         arm.manual = manual
         data.expected = MAX_TRIGGERS * per_file if manual else value.number_of_collections
         await self.driver.fw_nimages_per_file.set(per_file)
+
+    async def _update_prepare_context(self, trigger_info: TriggerInfo) -> None:
+        """As the base class, plus the Stats numbers at every step-scan point, of one frame or
+        of ``images_per_point`` (then of the last, as NDStats reports); none in a fly scan."""
+        await super()._update_prepare_context(trigger_info)
+        ctx = self._prepare_ctx
+        kept = [p for p in ctx.readable_data_providers if p not in self._point_providers]
+        self._point_providers = []
+        if trigger_info.number_of_events == 1:
+            self._point_providers = list(await asyncio.gather(
+                *(logic.prepare_single(self.name + logic.datakey_suffix)
+                  for logic in self._point_numbers)))
+        ctx.readable_data_providers = [*kept, *self._point_providers]
+
+    @property
+    def hints(self) -> Hints:
+        fields = list(super().hints.get("fields", []))
+        for logic in self._point_numbers:
+            fields.extend(logic.get_hinted_fields(self.name + logic.datakey_suffix))
+        return Hints(fields=fields)
 
     @WatchableAsyncStatus.wrap
     async def trigger(self) -> AsyncIterator[WatcherUpdate[int]]:
