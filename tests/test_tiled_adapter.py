@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -120,3 +122,17 @@ def test_a_server_not_told_its_storage_reads_nothing(monkeypatch, tmp_path) -> N
                              structure_family="array")
     with pytest.raises(tiled_adapter.OutsideReadableStorage, match="ID3C_EIGER_READABLE_STORAGE"):
         tiled_adapter.FramewiseHDF5Adapter.from_catalog(source, None, dataset=DATA_DATASET)
+
+
+def test_the_tiled_host_imports_the_adapter_without_the_beamline_stack() -> None:
+    """A Tiled server loads the adapter with tiled, h5py and hdf5plugin: importing it pulls in no
+    ophyd, bluesky, caproto or plotting (the server host needs none of them)."""
+    probe = ("import sys, id3c_eiger.tiled_adapter; print(' '.join(sorted({m.split('.')[0] "
+             "for m in sys.modules})))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=120, check=True)
+    loaded = set(result.stdout.split())
+    assert {"tiled", "h5py", "hdf5plugin"} <= loaded
+    stack = {"ophyd", "ophyd_async", "bluesky", "bluesky_tiled_plugins", "caproto", "epics",
+             "aioca", "apstools", "guarneri", "matplotlib", "id3c_eiger_sim"}
+    assert not loaded & stack, f"the adapter imports {sorted(loaded & stack)}"
