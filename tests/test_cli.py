@@ -15,7 +15,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from helpers import Sim
+from helpers import Sim, master_frames
 from id3c_eiger.cli import EXIT_ERROR, EXIT_FAIL, main
 from id3c_eiger.layout import DATA_DATASET, data_file_name
 from id3c_eiger.plotting import (
@@ -149,6 +149,25 @@ def test_broken_and_foreign_links_fail_the_doctor_with_the_fix(master, tmp_path,
     assert code == EXIT_FAIL and "/gpfs/ioc-host/eiger/" in out and "HDF5_EXT_PREFIX" in out
     code, out, _ = run(capsys, "inspect", str(master))
     assert code == EXIT_FAIL and "missing file: file does not exist: /gpfs/ioc-host" in out
+
+
+def test_the_doctor_follows_links_where_hdf5_prefixes_send_libhdf5(master, tmp_path, capsys,
+                                                                    monkeypatch) -> None:
+    """The fix the doctor gives for a foreign absolute link (HDF5_EXT_PREFIX) makes it PASS:
+    it resolves link targets as libhdf5 does, so the frame it then decodes is the file's."""
+    data_file = master.parent / data_file_name(master, 1)
+    frames = master_frames(master)
+    here = tmp_path / "mounted"
+    here.mkdir()
+    shutil.move(data_file, here / data_file.name)
+    _relink(master, "/gpfs/ioc-host/eiger/" + data_file.name)
+    monkeypatch.setenv("HDF5_EXT_PREFIX", f"/nowhere:{here}")
+    code, out, _ = run(capsys, "doctor", "--master", str(master))
+    assert code == 0 and "FAIL" not in out, out
+    code, out, _ = run(capsys, "inspect", str(master))
+    assert code == 0 and "missing file" not in out
+    with h5py.File(master, "r") as f:  # and libhdf5 reads the very frames from there
+        np.testing.assert_array_equal(f[DATA_DATASET][()], frames)
 
 
 def test_missing_compression_filter_is_named(tmp_path, master, capsys) -> None:

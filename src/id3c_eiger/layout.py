@@ -439,11 +439,27 @@ class LinkProblem:
         return f"link {self.link} -> {self.target!r}: {self.problem}"
 
 
-def resolve_target(master_path: str | os.PathLike[str], target: str) -> Path:
-    """Where libhdf5 looks for a link or VDS source ``target`` of ``master_path`` by default:
-    as written if absolute, else relative to the master's directory."""
+PREFIX_VARIABLES = {"external link": "HDF5_EXT_PREFIX", "virtual source": "HDF5_VDS_PREFIX"}
+
+
+def resolve_target(master_path: str | os.PathLike[str], target: str,
+                   kind: str = "external link") -> Path:
+    """Where libhdf5 opens a link or VDS source ``target`` of ``master_path``: as written if
+    absolute and present; else the target (an absolute one by its file name) under each
+    directory of ``HDF5_EXT_PREFIX`` (links) or ``HDF5_VDS_PREFIX`` (sources), ``${ORIGIN}``
+    standing for the master's directory; else beside the master. If no candidate exists, the
+    place it would be by default (as written, or beside the master)."""
     path = Path(target)
-    return path if path.is_absolute() else Path(master_path).parent / path
+    origin = Path(master_path).parent
+    default = path if path.is_absolute() else origin / path
+    if path.is_absolute() and path.exists():
+        return path
+    name = Path(path.name) if path.is_absolute() else path
+    prefixes = os.environ.get(PREFIX_VARIABLES[kind], "")
+    candidates = [Path(prefix.replace("${ORIGIN}", str(origin))) / name
+                  for prefix in prefixes.split(":") if prefix]
+    candidates.append(origin / name)
+    return next((candidate for candidate in candidates if candidate.exists()), default)
 
 
 @dataclass(frozen=True)
@@ -516,7 +532,7 @@ def check_file(path: str | os.PathLike[str]) -> None:
 def check_target(master_path: str | os.PathLike[str], target: LinkTarget) -> tuple[str, str]:
     """(status, detail) of one link target here: status is OK, missing file, not readable,
     missing dataset, filter unavailable or cannot open; detail says where and why."""
-    resolved = resolve_target(master_path, target.target)
+    resolved = resolve_target(master_path, target.target, target.kind)
     if not resolved.exists():
         return "missing file", f"file does not exist: {resolved}"
     try:

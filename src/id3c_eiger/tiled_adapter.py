@@ -79,8 +79,8 @@ def check_confined(master: str | Path, roots: Iterable[str | Path]) -> None:
         with h5py.File(real, "r", swmr=True) as f:
             targets = link_targets(f)
         for target in targets:
-            check(resolve_target(path, target.target), f"{target.kind} {target.link} of {path}",
-                  depth + 1)
+            check(resolve_target(path, target.target, target.kind),
+                  f"{target.kind} {target.link} of {path}", depth + 1)
 
     check(Path(master), "master file", 1)
 
