@@ -14,7 +14,7 @@ import yaml
 from id3c_eiger.config import load_devices
 from id3c_eiger.geometry import EIGER2_500K
 from id3c_eiger.health import RECONNECT_TIMEOUT
-from id3c_eiger.layout import DATA_DATASET, read_metadata
+from id3c_eiger.layout import DATA_DATASET, frame_images, read_metadata
 from id3c_eiger_sim.faults import FAULTS
 from id3c_eiger_sim.frames import FrameGenerator, FrameSettings
 
@@ -97,6 +97,7 @@ class Sim:
             "CreateDirectory": 0, "PhotonEnergy": 12000.0, "FWEnable": "Disable",
             "FWNamePattern": "series_$id", "FWAutoRemove": "Disable", "FWCompression": "Enable",
             "CompressionAlgo": "BS LZ4", "FilePerms": 644, "DataSource": "Stream",
+            "Threshold2Enable": "Disable",
         }
         hdf = {
             "EnableCallbacks": "Enable", "FileWriteMode": "Stream", "LazyOpen": "Yes",
@@ -173,6 +174,7 @@ def load_eiger2(flavour: str, tmp_path: Path, sim: Sim, write: str, read: str | 
 
 
 def master_frames(master: Path) -> np.ndarray:
-    """Every frame a master file reaches, read with h5py."""
+    """Every frame a master file reaches, read with h5py: (n, H, W), of the first threshold
+    where the data have a threshold axis (what the devices record)."""
     with h5py.File(master, "r", swmr=True) as f:
-        return f[DATA_DATASET][()]
+        return frame_images(f[DATA_DATASET], slice(None))

@@ -60,12 +60,14 @@ def test_a_series_is_cut_as_the_dcu_cuts_it_and_downloaded_master_last(fw) -> No
     assert on_dcu == [f"{name}_data_000001.h5", f"{name}_data_000002.h5", f"{name}_master.h5"]
     for data_file, count in ((f"{name}_data_000001.h5", 100), (f"{name}_data_000002.h5", 20)):
         with h5py.File(downloads / data_file, "r") as f:
-            assert f[DATA_DATASET].shape[0] == count
+            assert f[DATA_DATASET].shape == (count, 1, 512, 1028)  # v2024.2: a threshold axis
+            assert f[DATA_DATASET].chunks == (1, 1, 512, 1028)
     # the master arrives last: when a reader sees it, every file it links is there
     assert all(os.stat(downloads / n).st_mtime_ns <= master.stat().st_mtime_ns for n in on_dcu)
     with h5py.File(master, "r") as f:
         md = read_metadata(f)
         vds = f[DATA_DATASET].virtual_sources()
+        assert f[DATA_DATASET].shape == (120, 1, 512, 1028)
     assert (md["nimages"], md["ntrigger"]) == (60, 2)
     assert {source.file_name for source in vds} == {f"{name}_data_000001.h5",
                                                     f"{name}_data_000002.h5"}  # relative
@@ -73,6 +75,27 @@ def test_a_series_is_cut_as_the_dcu_cuts_it_and_downloaded_master_last(fw) -> No
     assert frames.shape == (120, 512, 1028)
     np.testing.assert_array_equal(frames[[0, 119]], expected_frames(master, [0, 119]))
     assert acquire(sim, 1) == first + 1  # a new sequence id at every arm
+
+
+def test_threshold2_adds_a_second_image_to_every_v2024_2_frame(fw) -> None:
+    """Two thresholds: (n, 2, y, x); the second counts fewer photons, the flagged pixels stay
+    flagged in both. Legacy data stay 3-D."""
+    sim, _, _ = fw
+    sim.put("cam1:Threshold2Enable", "Enable")
+    name = f"{sim.directory.name[:40]}_{acquire(sim, 3)}"
+    with h5py.File(downloaded_master(sim, name), "r") as f:
+        data = f[DATA_DATASET][()]
+    assert data.shape == (3, 2, 512, 1028)
+    first = expected_frames(downloaded_master(sim, name), range(3))
+    np.testing.assert_array_equal(data[:, 0], first)
+    flagged = first == np.iinfo(first.dtype).max
+    assert flagged.any() and (data[:, 1][flagged] == first[flagged]).all()
+    assert (data[:, 1][~flagged] <= first[~flagged]).all()
+    assert data[:, 1][~flagged].sum() < 0.6 * first[~flagged].sum()
+    sim.put("cam1:FWHDF5Format", "Legacy")
+    name = f"{sim.directory.name[:40]}_{acquire(sim, 2)}"
+    with h5py.File(downloaded_master(sim, name), "r") as f:
+        assert f["/entry/data/data_000001"].shape == (2, 512, 1028)
 
 
 def test_legacy_layout_perms_and_auto_remove(fw) -> None:

@@ -13,18 +13,41 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import Sim, master_frames
+from helpers import Sim
 from id3c_eiger.layout import DATA_DATASET, DETECTOR, DETECTOR_SPECIFIC, data_file_name
 
 
-@pytest.fixture
-def master(sim: Sim) -> Path:
-    """4 images x 3 triggers, 5 images per data file: three data files, a virtual dataset."""
+@pytest.fixture(params=["HDF1", "FileWriter"])
+def master(sim: Sim, request: pytest.FixtureRequest) -> Path:
+    """4 images x 3 triggers, 5 images per data file: three data files, a virtual dataset; as
+    HDF1 writes it (3-D) and as the DCU writes it and the IOC downloads it (v2024.2, 4-D)."""
     sim.put("cam1:NumTriggers", 3)
     sim.put("cam1:FWNImagesPerFile", 5)
     sim.put("cam1:BeamX", 612.5)
     sim.put("cam1:BeamY", 201.25)
-    return sim.stream(4, AcquireTime=0.002, AcquirePeriod=0.003)
+    if request.param == "HDF1":
+        return sim.stream(4, AcquireTime=0.002, AcquirePeriod=0.003)
+    downloads = sim.directory / "downloads"
+    downloads.mkdir()
+    for key, value in {"FilePath": str(downloads), "FWEnable": "Enable", "SaveFiles": "Enable",
+                       "FWNamePattern": "nxmx_$id", "NumImages": 4, "AcquireTime": 0.002,
+                       "AcquirePeriod": 0.003}.items():
+        sim.put(f"cam1:{key}", value)
+    sim.put("cam1:Acquire", "Acquire")
+    master = downloads / f"nxmx_{sim.get('cam1:SequenceId')}_master.h5"
+    sim.wait_for("cam1:FullFileName_RBV", master)
+    return master
+
+
+def stored_frames(master: Path) -> np.ndarray:
+    """Every frame as the files store it: (n, y, x), or (n, thresholds, y, x) for v2024.2."""
+    with h5py.File(master, "r", swmr=True) as f:
+        return f[DATA_DATASET][()]
+
+
+def first_threshold(frame: np.ndarray) -> np.ndarray:
+    """The (y, x) image of a frame's first threshold, as the devices record it."""
+    return frame[0] if frame.ndim == 3 else frame
 
 
 def test_types_and_counts_are_dectris_s(master: Path) -> None:
@@ -36,7 +59,7 @@ def test_types_and_counts_are_dectris_s(master: Path) -> None:
         assert (specific["nimages"][()], specific["ntrigger"][()]) == (4, 3)  # per trigger
         assert specific["nimages"].dtype == np.int32
         assert f[f"{DETECTOR}/x_pixel_size"].dtype == np.float32
-        assert f[DATA_DATASET].shape == (12, 512, 1028)
+        assert f[DATA_DATASET].shape in ((12, 512, 1028), (12, 1, 512, 1028))
     with h5py.File(master.with_name(data_file_name(master, 1)), "r") as f:
         assert f["/entry/data"].attrs["NX_class"] == b"NXdata"
 
@@ -76,10 +99,17 @@ def test_the_nxmx_reader_finds_the_geometry_the_settings_put_there(master: Path,
 def test_fabio_opens_the_master_and_reads_every_frame(master: Path) -> None:
     import fabio
 
-    frames = master_frames(master)  # first: fabio then holds the file open without SWMR
+    frames = stored_frames(master)  # first: fabio then holds the file open without SWMR
     image = fabio.open(str(master))
     assert image.nframes == 12
-    np.testing.assert_array_equal(image.data, frames[0])
+    np.testing.assert_array_equal(image.data, frames[0])  # v2024.2: (thresholds, y, x)
+    if frames.ndim == 4:
+        # A limit of fabio (2026.6), not of the file: EigerImage.getframe steps through 3-D
+        # datasets only. Frame 0 reads; later frames of a v2024.2 master need h5py or silx.
+        # When this stops raising, fabio reads v2024.2 series and this branch can go.
+        with pytest.raises(UnboundLocalError):
+            image.getframe(11)
+        return
     np.testing.assert_array_equal(image.getframe(11).data, frames[11])
 
 
@@ -87,12 +117,12 @@ def test_silx_reads_single_frames_through_the_virtual_dataset(master: Path) -> N
     import silx.io
     from silx.io.url import DataUrl
 
-    frames = master_frames(master)
+    frames = stored_frames(master)
     for index in (0, 7, 11):  # in the first, second and third data file
         url = DataUrl(file_path=str(master), data_path=DATA_DATASET, data_slice=(index,))
         np.testing.assert_array_equal(silx.io.get_data(url), frames[index])
     with silx.io.open(str(master)) as f:
-        assert f[DATA_DATASET].shape == (12, 512, 1028)
+        assert f[DATA_DATASET].shape in ((12, 512, 1028), (12, 1, 512, 1028))
 
 
 def test_pyfai_finds_the_lab6_rings_where_the_masters_geometry_puts_them(master: Path) -> None:
@@ -116,7 +146,8 @@ def test_pyfai_finds_the_lab6_rings_where_the_masters_geometry_puts_them(master:
     integrator = AzimuthalIntegrator(dist=distance, poni1=beam[0] * pixel[0],
                                      poni2=beam[1] * pixel[1], wavelength=wavelength,
                                      detector=eiger)
-    profile = integrator.integrate1d(fabio.open(str(master)).data, 2000, unit="q_A^-1",
+    profile = integrator.integrate1d(first_threshold(fabio.open(str(master)).data), 2000,
+                                     unit="q_A^-1",
                                      mask=mask)
     q, intensity = profile.radial, profile.intensity
     rings = [2 * np.pi / d for d in get_calibrant("LaB6").dspacing if q[0] < 2 * np.pi / d < q[-1]]

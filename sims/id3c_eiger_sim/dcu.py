@@ -3,7 +3,8 @@
 With ``cam1:FWEnable`` Enable every arm starts a series on the DCU's disk (``--dcu-root``, not a
 directory clients read): ``<FWNamePattern>_master.h5``, ``$id`` replaced by ``SequenceId`` (one
 more at every arm), and ``_data_NNNNNN.h5`` files of ``FWNImagesPerFile`` frames in
-``FWHDF5Format``, compressed per ``FWCompression``/``CompressionAlgo``. A data file is available
+``FWHDF5Format``, compressed per ``FWCompression``/``CompressionAlgo``: Legacy data are 3-D (n, y,
+x); v2024.2 data 4-D (n, thresholds, y, x), two thresholds with ``Threshold2Enable``. A data file is available
 once full (the last one at disarm); the master at disarm, when it reaches every frame. A pattern
 without ``$id`` is accepted as the DCU accepts it: the next series overwrites the files.
 
@@ -149,6 +150,13 @@ class DetectorControlUnit:
 
     # --- the series, driven by the camera ---------------------------------------------------
 
+    def thresholds(self) -> int | None:
+        """The threshold axis of this series' data: None for Legacy (3-D), else 1 or 2."""
+        cam = self.cam
+        if MasterLayout(cam.FWHDF5Format.value) is MasterLayout.LEGACY:
+            return None
+        return 2 if cam.Threshold2Enable.value == "Enable" else 1
+
     async def arm(self, settings: FrameSettings, frames: tuple[np.ndarray, ...]) -> None:
         """A new series if the FileWriter is enabled: the sequence id moves on at every arm."""
         cam = self.cam
@@ -167,7 +175,7 @@ class DetectorControlUnit:
             raise FileWriterError(f"FWNamePattern {pattern!r} holds a '/': give a file name only")
         name = series_name(pattern, sequence_id)
         filters = fw_filters(cam.FWCompression.value, cam.CompressionAlgo.value)
-        pool = await self.ioc.pool(settings, filters)
+        pool = await self.ioc.pool(settings, filters, self.thresholds())
         master = self.root / f"{name}{MASTER_SUFFIX}.h5"
 
         def create() -> DcuSeries:
@@ -178,7 +186,7 @@ class DetectorControlUnit:
             series = DcuSeries(name, None, target, settings, frames)  # type: ignore[arg-type]
             try:
                 series.writer = SeriesWriter(
-                    target=target, pool=pool, frame_shape=self.ioc.model.shape,
+                    target=target, pool=pool,
                     frames_per_file=cam.FWNImagesPerFile.value,
                     layout=MasterLayout(cam.FWHDF5Format.value),
                     metadata=cam.series_metadata(settings),
@@ -203,7 +211,8 @@ class DetectorControlUnit:
             return
         if series.base is None:
             series.base = indices.start - series.writer.n_frames
-        pool = await self.ioc.pool(settings, dict(series.writer.pool.filters))
+        armed = series.writer.pool  # compression and thresholds are those of the arm
+        pool = await self.ioc.pool(settings, dict(armed.filters), armed.thresholds)
         try:
             await self._in_thread(series.writer.write, pool, indices)
         except (OSError, PathRefused) as err:

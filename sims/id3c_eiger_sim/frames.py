@@ -124,19 +124,35 @@ class FrameGenerator:
         counts[self.model.pixel_mask() != 0] = flagged_value(settings.bit_depth)
         return counts.astype(settings.dtype)
 
+    def threshold_images(self, frame: np.ndarray, thresholds: int, bit_depth: int) -> np.ndarray:
+        """The (thresholds, H, W) images of one exposure, as v2024.2 files hold them: the first
+        threshold's is ``frame``; the second, higher threshold counts half its photons (rounded
+        down), flagged pixels staying flagged."""
+        second = frame // 2
+        flagged = flagged_value(bit_depth)
+        second[frame == flagged] = flagged
+        return np.stack([frame, second][:thresholds])
+
 
 @dataclass(frozen=True)
 class FramePool:
-    """``POOL_SIZE`` frames as the bytes of compressed HDF5 chunks, ready for direct writes."""
+    """``POOL_SIZE`` frames as the bytes of compressed HDF5 chunks, ready for direct writes: one
+    (H, W) image each, or (thresholds, H, W) for a v2024.2 data file."""
 
     settings: FrameSettings
     filters: tuple[tuple[str, Any], ...]
     chunks: tuple[bytes, ...]
     filter_mask: int
+    frame_shape: tuple[int, ...]  # of one frame in the file: (H, W) or (thresholds, H, W)
 
     def chunk(self, index: int) -> bytes:
         """The chunk of frame ``index`` of a series."""
         return self.chunks[index % POOL_SIZE]
+
+    @property
+    def thresholds(self) -> int | None:
+        """The threshold axis of the frames: None for (H, W) frames."""
+        return self.frame_shape[0] if len(self.frame_shape) == 3 else None
 
     @property
     def nbytes(self) -> int:
@@ -144,11 +160,15 @@ class FramePool:
         return sum(len(c) for c in self.chunks)
 
 
-def build_pool(
-    generator: FrameGenerator, settings: FrameSettings, filters: dict[str, Any]
-) -> FramePool:
-    """Generate the pool and compress each frame once through the real HDF5 filter pipeline."""
-    shape = generator.model.shape
+def build_pool(generator: FrameGenerator, settings: FrameSettings, filters: dict[str, Any],
+               thresholds: int | None = None) -> FramePool:
+    """Generate the pool and compress each frame once through the real HDF5 filter pipeline;
+    with ``thresholds``, each frame holds that many threshold images (v2024.2's 4-D data)."""
+    frames = generator.series_frames(settings)
+    if thresholds is not None:
+        frames = tuple(generator.threshold_images(f, thresholds, settings.bit_depth)
+                       for f in frames)
+    shape = frames[0].shape
     with h5py.File(
         f"pool-{id(generator)}", "w", driver="core", backing_store=False
     ) as scratch:
@@ -158,8 +178,8 @@ def build_pool(
         )
         chunks = []
         mask = 0
-        for slot, frame in enumerate(generator.series_frames(settings)):
+        for slot, frame in enumerate(frames):
             dataset[slot] = frame
-            mask, chunk = dataset.id.read_direct_chunk((slot, 0, 0))
+            mask, chunk = dataset.id.read_direct_chunk((slot,) + (0,) * len(shape))
             chunks.append(bytes(chunk))
-    return FramePool(settings, tuple(sorted(filters.items())), tuple(chunks), mask)
+    return FramePool(settings, tuple(sorted(filters.items())), tuple(chunks), mask, shape)

@@ -612,7 +612,6 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         return SeriesWriter(
             target=target,
             pool=pool,
-            frame_shape=self.ioc.model.shape,
             frames_per_file=cam.FWNImagesPerFile.value,
             layout=MasterLayout(cam.FWHDF5Format.value),
             metadata=cam.series_metadata(pool.settings),
@@ -880,13 +879,16 @@ class EigerIOC(PVGroup):
         """The faults armed through ``sim:`` (or ``--fault``)."""
         return self.sim.state
 
-    async def pool(self, settings: FrameSettings, filters: dict[str, Any]) -> FramePool:
-        """The compressed frame pool for ``settings`` (built once, a few kept)."""
-        key = (settings, tuple(sorted(filters.items())))
+    async def pool(self, settings: FrameSettings, filters: dict[str, Any],
+                   thresholds: int | None = None) -> FramePool:
+        """The compressed frame pool for ``settings`` (built once, a few kept); ``thresholds``
+        as ``build_pool`` takes them."""
+        key = (settings, tuple(sorted(filters.items())), thresholds)
         future = self._pools.get(key)
         if future is None:
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(None, build_pool, self.generator, settings, filters)
+            future = loop.run_in_executor(None, build_pool, self.generator, settings, filters,
+                                          thresholds)
             self._pools[key] = future
             while len(self._pools) > POOL_CACHE_SIZE:
                 self._pools.popitem(last=False)

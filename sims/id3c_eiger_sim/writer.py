@@ -74,7 +74,6 @@ class SeriesWriter:
         self,
         target: FileTarget,
         pool: FramePool,
-        frame_shape: tuple[int, int],
         frames_per_file: int,
         layout: MasterLayout,
         metadata: SeriesMetadata,
@@ -86,7 +85,7 @@ class SeriesWriter:
         self._master_io = target.master_io  # writes go through the directories held open
         self._data_io = target.data_io
         self.pool = pool
-        self.frame_shape = frame_shape
+        self.frame_shape = pool.frame_shape  # (H, W), or (thresholds, H, W) in v2024.2 files
         self.frames_per_file = max(1, frames_per_file)
         self.layout = layout
         self.metadata = replace(metadata, title=series_stem(self.master_path))
@@ -145,11 +144,12 @@ class SeriesWriter:
     def write(self, pool: FramePool, indices: range) -> None:
         """Append the frames ``indices`` of ``pool``; flushed before returning. A write fault
         (``OSError``) leaves the frames before it written, flushed and counted."""
-        if pool.settings.dtype != self.dtype or pool.filters != self.pool.filters:
+        if (pool.settings.dtype != self.dtype or pool.filters != self.pool.filters
+                or pool.frame_shape != self.frame_shape):
             raise PathRefused(
                 f"frames changed from {self.dtype} to {pool.settings.dtype} (or compression "
-                "changed) during capture; stop the capture before changing AcquireTime, "
-                "AcquirePeriod or Compression"
+                "changed, or the thresholds) during capture; stop the capture before changing "
+                "AcquireTime, AcquirePeriod, Compression or Threshold2Enable"
             )
         remaining = indices
         while remaining:
@@ -173,13 +173,14 @@ class SeriesWriter:
             time.sleep(faults.write_delay * len(batch))
         start = current.n_frames
         dataset = current.dataset
+        inner = (0,) * len(self.frame_shape)
         dataset.resize((start + len(batch), *self.frame_shape))
         written = 0
         try:
             for index in batch:
                 chunk = pool.chunk(index)
                 faults.before_write(len(chunk))
-                dataset.id.write_direct_chunk((start + written, 0, 0), chunk, pool.filter_mask)
+                dataset.id.write_direct_chunk((start + written, *inner), chunk, pool.filter_mask)
                 written += 1
         finally:
             if written < len(batch):

@@ -34,7 +34,7 @@ from ophyd_async.epics.adcore import NDArrayDescription, NDPluginBaseIO
 from ophyd_async.epics.adcore._data_logic import get_ndarray_resource_info
 
 from .file_writer import DOWNLOAD_TIMEOUT, POLL, DownloadedSeries, unique_name_pattern
-from .layout import DATA_DATASET
+from .layout import DATA_DATASET, FIRST_THRESHOLD
 from .paths import TemplatePathProvider, WritePathError
 
 if TYPE_CHECKING:
@@ -134,7 +134,8 @@ class FileWriterDataLogic(DetectorDataLogic):
         self.series = None
         info = await get_ndarray_resource_info(
             array_description=self.array_description, data_key=datakey_name,
-            parameters={"dataset": DATA_DATASET}, frames_per_chunk=1)
+            parameters={"dataset": DATA_DATASET, "slice": FIRST_THRESHOLD},
+            frames_per_chunk=1)
         return DownloadedSeriesStream(self, [info])
 
     async def series_started(self) -> None:

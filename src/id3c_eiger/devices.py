@@ -44,7 +44,7 @@ from .file_writer import (
 )
 from .geometry import DATA_TYPE_BY_BITS, EIGER2_500K, Roi, check_images_per_point, check_roi
 from .health import RECONNECT_TIMEOUT, DetectorError, HealthReading, check, check_errors, not_responding
-from .layout import DATA_DATASET, MASTER_SUFFIX, check_compression
+from .layout import DATA_DATASET, FIRST_THRESHOLD, MASTER_SUFFIX, check_compression
 from .paths import ExpandedPaths, PathTemplates, ReadPathError, WritePathError
 
 MASTER_TEMPLATE = f"%s%s_%6.6d{MASTER_SUFFIX}.h5"  # (path, name, number), DECTRIS-style name
@@ -149,8 +149,12 @@ class _FrameStore:
             raise RuntimeError(f"{self.name} is not staged: no master file yet")
         return Path(self._fn)
 
+    tiled_slice: str | None = None  # what Tiled serves of the dataset, if not all of it
+
     def _resource(self, frames_per_point: int) -> None:
         kwargs: dict[str, Any] = {"dataset": DATA_DATASET}
+        if self.tiled_slice is not None:
+            kwargs["slice"] = self.tiled_slice
         if frames_per_point > 1:
             # TiledWriter adds a per-point axis for frame_per_point, even for 1: only for > 1.
             kwargs["frame_per_point"] = frames_per_point
@@ -291,10 +295,12 @@ class Eiger2HDF5Plugin(_FrameStore, FileStoreHDF5IterativeWrite, _LazyOpenHDF5Pl
 class Eiger2FileWriter(_FrameStore, FileStoreIterativeWrite, Device):
     """The detector's own FileWriter (its records on ``cam1:``), downloaded by the IOC into
     ``cam1:FilePath`` (the ``file_writer`` file source): one series per stage, named by a unique
-    ``FWNamePattern``, v2024.2 (``/entry/data/data`` in the master), ``images_per_point`` frames
-    per data file so each point's file lands whole; recorded by its master's read path."""
+    ``FWNamePattern``, v2024.2 (``/entry/data/data`` in the master, (n, thresholds, y, x), of
+    which Tiled serves the first threshold), ``images_per_point`` frames per data file so each
+    point's file lands whole; recorded by its master's read path."""
 
     filestore_spec = "AD_HDF5"
+    tiled_slice = FIRST_THRESHOLD  # v2024.2 data are (n, thresholds, y, x): the first threshold
     lazy_wait_for_connection = False
 
     enable = Cpt(SignalWithRBV, "FWEnable", string=True, kind="config")

@@ -25,7 +25,7 @@ from .catalog import Catalog, CatalogError, find_run, master_files, open_catalog
 from .config import DEFAULT_DEVICES_FILE, DevicesFileError, device_entry
 from .file_writer import FileSource, check_file_source
 from .inspection import MasterFileError, inspect_master, open_master
-from .layout import DATA_DATASET, check_compression
+from .layout import DATA_DATASET, check_compression, frame_images
 from .paths import PathTemplates, ReadPathError
 from .tiled_adapter import FramewiseHDF5Adapter
 
@@ -261,7 +261,7 @@ def _compare_frame_0(images: Any, master: Path, embedded: bool) -> Hop:
                    "server must read the master and its data files at the recorded paths, "
                    "inside its readable_storage, with hdf5plugin installed; see its error.log")
     with open_master(master) as f:
-        local = f[DATA_DATASET][0]
+        local = frame_images(f[DATA_DATASET], 0)
         virtual = f[DATA_DATASET].is_virtual
     if served.shape != local.shape or not np.array_equal(served, local):
         return Hop("Tiled frame 0", False,
@@ -310,7 +310,7 @@ def check_master_file(path: str | os.PathLike[str]) -> Iterator[Hop]:
     yield Hop("links", True, f"{len(report.links)} link(s) resolve and their filters are here")
     try:
         with open_master(path) as master:
-            shape = master[DATA_DATASET][0].shape
+            shape = frame_images(master[DATA_DATASET], 0).shape
     except (OSError, ValueError, IndexError) as err:
         yield Hop("frame decodes", False,
                   f"frame 0 of {path} cannot be read: {err}. Fix: install hdf5plugin and import "

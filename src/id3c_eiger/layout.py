@@ -1,10 +1,12 @@
 """The layout of DECTRIS-style master and data files, defined once for writers and readers.
 
 A series is one master file plus data files named ``<stem>_data_000001.h5``, ... beside it (or in
-another directory). Each data file holds ``/entry/data/data`` (n, H, W), one frame per chunk, with
-``image_nr_low``/``image_nr_high`` (1-based frame numbers). The master holds the NXmx metadata
-(definition, times, instrument, source, beam, sample with its goniometer, detector with its
-module and transformations) and reaches every frame exactly once:
+another directory). Each data file holds ``/entry/data/data``, one frame per chunk, with
+``image_nr_low``/``image_nr_high`` (1-based frame numbers): (n, H, W) in Legacy files, (n,
+thresholds, H, W) in v2024.2 files from the detector's FileWriter (``frame_images`` reads the first
+threshold of either; ``FIRST_THRESHOLD`` is that selection as a Tiled slice). The master holds
+the NXmx metadata (definition, times, instrument, source, beam, sample with its goniometer,
+detector with its module and transformations) and reaches every frame exactly once:
 
 * ``v2024.2``: ``/entry/data/data`` is an external link (one data file) or a virtual dataset over
   all data files;
@@ -35,6 +37,7 @@ DATA_DATASET = "/entry/data/data"  # in every data file; in a v2024.2 master
 DETECTOR = "/entry/instrument/detector"
 DETECTOR_SPECIFIC = f"{DETECTOR}/detectorSpecific"
 MASTER_SUFFIX = "_master"  # a series' master file is <stem>_master.h5
+FIRST_THRESHOLD = ":,0"  # every frame's first-threshold image of 4-D data, as a Tiled slice
 
 _NX_CLASSES = {
     "/entry": "NXentry",
@@ -93,6 +96,12 @@ def data_members(master: h5py.File) -> list[str]:
     if group is None:
         return []
     return sorted(name for name in group if name.startswith("data"))
+
+
+def frame_images(data: Any, index: int | slice) -> np.ndarray:
+    """Frame(s) ``index`` of a series' data as (H, W) images, of the first threshold where the
+    data have a threshold axis (v2024.2: n, thresholds, H, W)."""
+    return data[index, 0] if data.ndim == 4 else data[index]
 
 
 @dataclass(frozen=True)
@@ -351,7 +360,7 @@ def read_metadata(master: h5py.File) -> dict[str, Any]:
 def write_master(
     path: Path,
     parts: list[DataFilePart],
-    frame_shape: tuple[int, int],
+    frame_shape: tuple[int, ...],
     dtype: np.dtype,
     layout: MasterLayout,
     metadata: SeriesMetadata,
@@ -389,7 +398,7 @@ def write_master(
 
 def create_data_file(
     path: Path,
-    frame_shape: tuple[int, int],
+    frame_shape: tuple[int, ...],
     dtype: np.dtype,
     filters: dict[str, Any],
     first_image_nr: int,

@@ -14,7 +14,7 @@ import numpy as np
 
 from .geometry import flagged_value
 from .inspection import check_frames_readable, open_master
-from .layout import DATA_DATASET, read_metadata
+from .layout import DATA_DATASET, frame_images, read_metadata
 
 MASK_COLOUR = (1.0, 0.0, 1.0)  # magenta: masked, gap and flagged pixels
 LOW_COLOUR = (0.0, 0.0, 0.0)  # black: zero counts, below the log scale
@@ -62,7 +62,7 @@ def frame_from_master(path: str | os.PathLike[str], frames: int | range = 0) -> 
         metadata = read_metadata(master)
         data = master[DATA_DATASET]
         chosen = _frame_range(frames, data.shape[0], str(path))
-        stack = data[chosen.start : chosen.stop]
+        stack = frame_images(data, slice(chosen.start, chosen.stop))
     bits = int(metadata.get("bit_depth_image", stack.dtype.itemsize * 8))
     return _summed(stack, flagged_value(bits), metadata.get("pixel_mask"), chosen,
                    Path(path).name, metadata)
