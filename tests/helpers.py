@@ -130,6 +130,16 @@ class Sim:
         self.put("HDF1:Capture", "Capture", wait=False)
         self.wait_for("HDF1:Capture_RBV", "Capturing")
 
+    def capture_file(self, timeout: float = 20.0) -> Path:
+        """The file of the running capture once it is open: at its first frame with LazyOpen
+        (``FullFileName_RBV`` is empty until then, as in NDPluginFile)."""
+        deadline = time.monotonic() + timeout
+        while not (name := self.text("HDF1:FullFileName_RBV")):
+            if time.monotonic() > deadline:
+                raise CATimeout(f"{self.prefix}HDF1: opened no file in {timeout} s")
+            time.sleep(0.01)
+        return Path(name)
+
     def stream(self, n_images: int, **cam: Any) -> Path:
         """Capture one Stream series of ``n_images`` frames; returns the master path."""
         for key, value in {"NumImages": n_images, **cam}.items():

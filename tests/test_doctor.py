@@ -135,6 +135,19 @@ def test_read_path_showing_another_directory_is_caught(counted, tmp_path, capsys
     assert "does not show the IOC's last file" in line and datetime_expand(written) in line
 
 
+def test_a_capture_that_wrote_no_frame_leaves_the_read_path_passing(counted, sim, capsys) -> None:
+    """A count aborted before its first frame: with LazyOpen no file was opened, so (as in
+    NDPluginFile) FullFileName_RBV is empty, and the doctor judges the read path by its
+    directory rather than FAIL on a file that never existed."""
+    devices, _ = counted
+    sim.start_capture()
+    assert sim.text("HDF1:FullFileName_RBV") == ""
+    assert sim.text("HDF1:WriteMessage") == "Lazy Open..."
+    sim.put("HDF1:Capture", "Done")
+    status, out, _ = run(capsys, "doctor", "--devices", str(devices))
+    assert status == 0 and not failing(out) and "PASS  read path" in out
+
+
 def test_directory_the_ioc_cannot_write_is_named(sim, tmp_path, capsys) -> None:
     """The IOC's FilePath fits the template but lies outside the simulator's data roots."""
     outside = f"/id3c-no-such-root/{datetime_expand('%Y')}/"

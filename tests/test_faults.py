@@ -138,7 +138,7 @@ def test_readers_holding_every_file_open_through_rollovers_at_2khz(sim: Sim) -> 
     errors: list[str] = []
 
     def read_along() -> None:
-        master = Path(sim.text("HDF1:FullFileName_RBV"))
+        master = sim.capture_file()
         opened: set[Path] = set()
         while not stop.is_set():
             try:
@@ -174,7 +174,7 @@ def test_the_master_never_claims_a_frame_not_on_disk_during_a_capture(sim: Sim) 
     sim.put("cam1:NumImages", 3000)
     sim.start_capture()
     thread = stream_in_background(sim)
-    master = Path(sim.text("HDF1:FullFileName_RBV"))
+    master = sim.capture_file()
     looks = 0
     while thread.is_alive():
         if master.exists():

@@ -689,9 +689,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
                 if capture.mode == "Stream":
                     pool = await self.ioc.pool(settings, self.filters())
                     if capture.writer is None:
-                        capture.writer = await self._in_writer_thread(
-                            self._new_writer, capture.target, pool
-                        )
+                        await self._open_stream_file(capture, pool)
                     try:
                         await self._in_writer_thread(capture.writer.write, pool, frames)
                     finally:
@@ -705,6 +703,11 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
             return
         if capture.limit and capture.count >= capture.limit:
             await self._end_capture(capture)
+
+    async def _open_stream_file(self, capture: _Capture, pool: FramePool) -> None:
+        """Open the capture's file, named in ``FullFileName_RBV`` from then on."""
+        capture.writer = await self._in_writer_thread(self._new_writer, capture.target, pool)
+        await self.FullFileName_RBV.write(str(capture.master_path))
 
     async def _in_writer_thread(self, func: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -756,18 +759,19 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
                 "primed; acquire one frame with EnableCallbacks Enable, or set LazyOpen to Yes"
             )
         capture = _Capture(mode, self.NumCapture.value, self._next_file())
-        master_path = capture.master_path
+        # NDPluginFile clears FullFileName at capture start and names the file once it opens:
+        # here without LazyOpen, at the first frame with it (Capture mode: at the end).
+        await self.FullFileName_RBV.write("")
+        await self.write_ok()
         if mode == "Stream" and not lazy:
             pool = await self.ioc.pool(self._primed, self.filters())
-            capture.writer = await self._in_writer_thread(
-                self._new_writer, capture.target, pool
-            )
+            await self._open_stream_file(capture, pool)
+        elif lazy:
+            await self.WriteMessage.write("Lazy Open...")
         self._capture = capture
         await instance.write("Capture", verify_value=False)
         await self.Capture_RBV.write("Capturing")
         await self.NumCaptured_RBV.write(0)
-        await self.FullFileName_RBV.write(str(master_path))
-        await self.write_ok()
         await capture.finished.wait()
         return "Done"
 
