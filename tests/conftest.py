@@ -6,6 +6,7 @@ chosen here, before anything imports pyepics.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -59,7 +60,9 @@ def ioc(data_root: Path) -> SimulatorProcess:
 def sim(ioc: SimulatorProcess, data_root: Path, request: pytest.FixtureRequest) -> Sim:
     """A client of the main simulator, reset to known settings and a fresh directory."""
     client = Sim(ioc.prefix)
-    name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:60]
+    # Unique per test, parameters included (cut at 60 characters, they would collide).
+    digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]
+    name = f"{re.sub(r'[^A-Za-z0-9_]', '_', request.node.name)[:51]}_{digest}"
     directory = data_root / name
     directory.mkdir(exist_ok=True)
     client.reset(directory, name)
