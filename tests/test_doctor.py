@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import CLASSIC, Sim, expected_frames, load_eiger2
+from helpers import ASYNC, CLASSIC, Sim, expected_frames, load_eiger2
 from id3c_eiger.catalog import master_files
 from id3c_eiger.cli import EXIT_ERROR, EXIT_FAIL, main
+from id3c_eiger.config import load_devices
 from id3c_eiger.doctor import check_chain, check_master_file
 from id3c_eiger.layout import DATA_DATASET, data_file_name
 from id3c_eiger.plotting import MASK_COLOUR
@@ -92,6 +93,30 @@ def test_a_virtual_dataset_master_passes_with_its_read_cost_named(tmp_path, sim,
     assert status == 0 and last.startswith("PASS  Tiled frame 0")
     assert "reads all 3 frames for each slice" in last
     assert "id3c_eiger.tiled_adapter:FramewiseHDF5Adapter" in last
+
+
+def test_the_doctor_checks_the_detector_the_run_recorded(tmp_path, sim, RE, catalog,
+                                                          capsys) -> None:
+    """A devices file with both flavours and a run of ``eiger2_async``: with no --detector the
+    doctor and ``show`` take the run's detector, rather than FAIL a healthy system on eiger2."""
+    write = f"{sim.directory}/%Y/%m/%d/"
+    devices = tmp_path / "devices.yml"
+    devices.write_text(yaml.safe_dump({
+        CLASSIC: [{"name": "eiger2", "prefix": sim.prefix, "write_path_template": write}],
+        ASYNC: [{"name": "eiger2_async", "prefix": sim.prefix, "write_path_template": write}]}))
+    eiger2_async = load_devices(devices).devices["eiger2_async"]
+    (uid,) = RE(bp.count([eiger2_async], num=2))
+    status, out, _ = run(capsys, "doctor", "--devices", str(devices), "--tiled", catalog.uri)
+    assert status == 0 and not failing(out), out
+    assert out.startswith("PASS  devices file: eiger2_async is")
+    assert "primary/eiger2_async_image has shape (2, 512, 1028)" in out.replace("'", "")
+    status, out, _ = run(capsys, "show", "--tiled", catalog.uri, "--run", uid, "--output",
+                         str(tmp_path / "f.png"))
+    assert status == 0 and "eiger2_async" in out
+    # Named explicitly, a detector the run did not record still fails at the frames, named.
+    status, out, _ = run(capsys, "doctor", "--devices", str(devices), "--tiled", catalog.uri,
+                         "--detector", "eiger2")
+    assert status == EXIT_FAIL and failing(out)[0].startswith("FAIL  frames in the run")
 
 
 def test_ioc_that_does_not_answer_is_named_with_the_prefix(counted, capsys) -> None:

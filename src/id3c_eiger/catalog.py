@@ -92,6 +92,14 @@ def run_images(run: Any, stream: str, data_key: str) -> Any:
     return run[stream][data_key]
 
 
+def imaging_detectors(run: Any, stream: str) -> list[str]:
+    """The detectors of the run's start document whose ``<name>_image`` the stream holds, in
+    the start document's order."""
+    detectors = run.metadata.get("start", {}).get("detectors", [])
+    keys = set(run[stream]) if stream in run else set()
+    return [name for name in detectors if f"{name}_image" in keys]
+
+
 def recorded_settings(stream: Any, detector: str) -> dict[str, float]:
     """The exposure (``count_time``, s) and ``photon_energy`` (eV) a stream of a run in Tiled
     recorded for ``detector`` in its configuration, under the names the master file uses."""

@@ -58,7 +58,7 @@ def _tiled_options(parser: argparse.ArgumentParser, detector_help: str) -> None:
     parser.add_argument("--api-key", help="Tiled API key (default: $TILED_API_KEY)")
     parser.add_argument("--run", type=_run_key, default=-1,
                         help="uid, scan id, or -1 for the latest (default)")
-    parser.add_argument("--detector", default="eiger2", help=detector_help)
+    parser.add_argument("--detector", help=detector_help)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,13 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--vmax", type=float, help="top of the colour scale, in counts")
     show.add_argument("--output", help="PNG to write (default: a window when there is a display, "
                       "else frame.png)")
-    _tiled_options(show, "device whose <name>_image to draw (default eiger2)")
+    _tiled_options(show, "device whose <name>_image to draw (default: the run's first "
+                   "detector with images)")
     doctor = commands.add_parser("doctor", help="check every hop; PASS or FAIL with the fix")
     doctor.add_argument("--master", help="check this master file alone (no IOC, no Tiled)")
     doctor.add_argument("--devices", default=str(DEFAULT_DEVICES_FILE),
                         help="devices file naming the detector (default configs/devices.yml)")
     doctor.add_argument("--timeout", type=float, default=2.0, help="s to wait for each PV")
-    _tiled_options(doctor, "device name in the devices file (default eiger2)")
+    _tiled_options(doctor, "device name in the devices file (default: the run's detector "
+                   "that the devices file names, else eiger2)")
     replay = commands.add_parser("replay", help="write runs Tiled could not take, kept in the "
                                  "spool, to Tiled whole")
     replay.add_argument("--tiled", required=True, metavar="URI", help="Tiled server")
@@ -114,11 +116,12 @@ def _show(args: argparse.Namespace) -> int:
     if args.master is not None:
         image = frame_from_master(args.master, args.frames)
     else:
-        from .catalog import find_run, open_catalog
+        from .catalog import find_run, imaging_detectors, open_catalog
 
         with open_catalog(args.tiled, api_key=args.api_key) as catalog:
-            image = frame_from_run(find_run(catalog, args.run), args.detector, args.frames,
-                                   STREAM)
+            run = find_run(catalog, args.run)
+            detector = args.detector or next(iter(imaging_detectors(run, STREAM)), "eiger2")
+            image = frame_from_run(run, detector, args.frames, STREAM)
     output = args.output or (None if _has_display() else "frame.png")
     plot_frame(image, roi=args.roi, vmax=args.vmax, output=output)
     if output is None:

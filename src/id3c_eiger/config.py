@@ -102,6 +102,12 @@ def check_devices_file(path: str | Path) -> dict[str, list[dict[str, Any]]]:
     return content
 
 
+def device_names(path: str | Path) -> list[str]:
+    """The names of the devices of a checked devices file, sorted."""
+    return sorted(str(k.get("name")) for entries in check_devices_file(path).values()
+                  for k in entries)
+
+
 def device_entry(path: str | Path, name: str) -> tuple[str, dict[str, Any]]:
     """The class path and keywords of the device called ``name`` in a checked devices file."""
     content = check_devices_file(path)
@@ -109,7 +115,7 @@ def device_entry(path: str | Path, name: str) -> tuple[str, dict[str, Any]]:
         for kwargs in entries:
             if kwargs.get("name") == name:
                 return class_path, kwargs
-    names = sorted(str(k.get("name")) for entries in content.values() for k in entries)
+    names = device_names(path)
     raise DevicesFileError(
         f"{path} has no device named {name!r}; it names: {', '.join(names) or '(none)'}. "
         "Fix: give one of these, or add the entry"

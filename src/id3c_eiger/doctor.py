@@ -9,6 +9,7 @@ and no Tiled.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +22,16 @@ import tiled
 from caproto import CaprotoTimeoutError, ChannelType
 from caproto.sync.client import read as ca_read
 
-from .catalog import Catalog, CatalogError, find_run, master_files, open_catalog, run_images
-from .config import DEFAULT_DEVICES_FILE, DevicesFileError, device_entry
+from .catalog import (
+    Catalog,
+    CatalogError,
+    find_run,
+    imaging_detectors,
+    master_files,
+    open_catalog,
+    run_images,
+)
+from .config import DEFAULT_DEVICES_FILE, DevicesFileError, device_entry, device_names
 from .file_writer import FileSource, check_file_source
 from .inspection import MasterFileError, inspect_master, open_master
 from .layout import DATA_DATASET, check_compression, frame_images
@@ -31,6 +40,7 @@ from .tiled_adapter import FramewiseHDF5Adapter
 
 CA_TIMEOUT = 2.0  # s for each PV the doctor reads
 STREAM = "primary"  # the stream bp.count and fly_frames write the frames to
+DEFAULT_DETECTOR = "eiger2"  # checked when neither --detector nor a run names one
 DCU_PVS = ("cam1:FWState_RBV", "cam1:FWFree_RBV")  # the FileWriter source's own disk
 
 
@@ -322,7 +332,7 @@ def check_master_file(path: str | os.PathLike[str]) -> Iterator[Hop]:
 def check_chain(
     devices_file: str | os.PathLike[str] = DEFAULT_DEVICES_FILE,
     *,
-    detector: str = "eiger2",
+    detector: str | None = None,
     catalog: Catalog | None = None,
     tiled_uri: str | None = None,
     api_key: str | None = None,
@@ -331,26 +341,44 @@ def check_chain(
 ) -> Iterator[Hop]:
     """Every hop from the devices file to Tiled's frame 0, up to the first that fails. The Tiled
     hops run when ``catalog`` (an open ``Catalog``) or ``tiled_uri`` is given, for ``run`` (a
-    uid, a scan id, or -1 for the latest)."""
-    entry_hop, settings = check_devices_entry(devices_file, detector)
-    yield entry_hop
-    if settings is None:
-        return
-    ioc_hops, values = check_ioc(settings, ca_timeout)
-    yield from ioc_hops
-    if not ioc_hops[-1].passed:
-        return
-    read_hop = check_read_path(settings, values)
-    yield read_hop
-    if not read_hop.passed or (catalog is None and tiled_uri is None):
-        return
-    if catalog is not None:
-        yield from check_tiled(catalog, settings.data_key, run)
-        return
+    uid, a scan id, or -1 for the latest). Without ``detector``, the run's detector that the
+    devices file names (else ``DEFAULT_DETECTOR``)."""
+    with contextlib.ExitStack() as stack:
+        tiled_error: CatalogError | None = None
+        if catalog is None and tiled_uri is not None:
+            try:
+                catalog = stack.enter_context(open_catalog(tiled_uri, api_key=api_key))
+            except CatalogError as err:
+                tiled_error = err
+        if detector is None:
+            detector = _detector_of_run(catalog, run, devices_file) or DEFAULT_DETECTOR
+        entry_hop, settings = check_devices_entry(devices_file, detector)
+        yield entry_hop
+        if settings is None:
+            return
+        ioc_hops, values = check_ioc(settings, ca_timeout)
+        yield from ioc_hops
+        if not ioc_hops[-1].passed:
+            return
+        read_hop = check_read_path(settings, values)
+        yield read_hop
+        if not read_hop.passed:
+            return
+        if tiled_error is not None:
+            yield Hop("Tiled answers", False, str(tiled_error))
+        elif catalog is not None:
+            yield from check_tiled(catalog, settings.data_key, run)
+
+
+def _detector_of_run(catalog: Catalog | None, run: str | int,
+                     devices_file: str | os.PathLike[str]) -> str | None:
+    """The first detector of ``run`` with frames that the devices file names; None when there
+    is no catalog, run or such detector (the hops then name what is missing)."""
+    if catalog is None:
+        return None
     try:
-        opened = open_catalog(tiled_uri, api_key=api_key)
-    except CatalogError as err:
-        yield Hop("Tiled answers", False, str(err))
-        return
-    with opened:
-        yield from check_tiled(opened, settings.data_key, run)
+        recorded = imaging_detectors(find_run(catalog, run), STREAM)
+        named = device_names(devices_file)
+    except (CatalogError, DevicesFileError):
+        return None
+    return next((name for name in recorded if name in named), None)
