@@ -204,6 +204,20 @@ def test_write_path_the_ioc_refuses_fails_in_prepare(tmp_path, sim, RE) -> None:
     assert "/outside/every/data/root/" in str(cause) and "write_path_template" in str(cause)
 
 
+def test_read_path_of_another_directory_fails_after_the_first_point(tmp_path, sim, RE) -> None:
+    """A read template naming an existing directory that is not the IOC's: the run stops at its
+    first point with the named error itself, rather than recording frames nobody can read."""
+    elsewhere = tmp_path / "not-the-iocs-directory"
+    elsewhere.mkdir()
+    before = sim.get("cam1:ArrayCounter_RBV")
+    eiger2 = make_eiger2(tmp_path, sim, f"{sim.directory}/w2", str(elsewhere))
+    with pytest.raises(ReadPathError) as err:
+        RE(bp.count([eiger2], num=5))
+    assert str(elsewhere) in str(err.value) and f"{sim.directory}/w2/" in str(err.value)
+    assert "read_path_template" in str(err.value)
+    assert sim.get("cam1:ArrayCounter_RBV") - before == 1  # stopped after the first point
+
+
 def test_read_path_missing_here_fails_before_exposure(tmp_path, sim, RE) -> None:
     before = sim.get("cam1:ArrayCounter_RBV")
     eiger2 = make_eiger2(tmp_path, sim, f"{sim.directory}/w", "/nonexistent/reader/mount/")

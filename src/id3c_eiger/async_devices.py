@@ -19,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated as A
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
 
 from aioca import Subscription, camonitor
 from bluesky.protocols import Hints, Reading
@@ -80,7 +83,13 @@ from .geometry import (
 )
 from .health import RECONNECT_TIMEOUT, DetectorError, HealthReading, check, check_errors, not_responding
 from .layout import check_compression
-from .paths import PathTemplates, ReadPathError, TemplatePathProvider, WritePathError
+from .paths import (
+    READ_PATH_GRACE,
+    PathTemplates,
+    ReadPathError,
+    TemplatePathProvider,
+    WritePathError,
+)
 
 IDLE_TIMEOUT = 10.0  # s: after the last frame, the detector must report Idle within this
 HEALTH_TIMEOUT = 3.0  # s: an IOC that does not answer a health read in this time is not answering
@@ -267,6 +276,7 @@ class Eiger2HDFDataLogic(ADHDFDataLogic):
     path_provider: TemplatePathProvider
     writer: Eiger2HDF5IO
     compression: ADCompression = ADCompression.BSLZ4
+    read_file: Path | None = None  # the file of the last prepare, where this host reads it
 
     async def prepare_unbounded(self, datakey_name: str) -> StreamableDataProvider:
         await self.writer.compression.set(self.compression)
@@ -282,6 +292,7 @@ class Eiger2HDFDataLogic(ADHDFDataLogic):
         except ReadPathError:
             await self.stop()
             raise
+        self.read_file = Path(unquote(urlparse(provider.uri).path))
         return FrameStream(
             uri=provider.uri,
             resources=provider.resources,
@@ -345,6 +356,8 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
                    "stats2": Eiger2StatsIO(prefix + "Stats2:")}
         arm = Eiger2AcquireLogic(driver, driver_armed_signal=driver.armed)
         self.file_writer: FileWriterDataLogic | None = None
+        self._hdf_logic: Eiger2HDFDataLogic | None = None
+        self._file_seen = False  # the stage's HDF1 file has shown at the read path
         if self.file_source is FileSource.FILE_WRITER:
             self.file_writer = FileWriterDataLogic(driver, self.path_provider, array_description,
                                                    datakey_suffix=DATA_KEY_SUFFIX)
@@ -352,7 +365,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
                                          plugins=(plugins["stats1"], plugins["stats2"]))
             data_logic = self.file_writer
         else:
-            data_logic = Eiger2HDFDataLogic(
+            data_logic = self._hdf_logic = Eiger2HDFDataLogic(
                 array_description=array_description,
                 path_provider=self.path_provider,
                 writer=self.hdf1,
@@ -467,6 +480,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
     async def stage(self) -> None:
         self._failure = None
         self._frames_confirmed = 0
+        self._file_seen = False
         self._trouble.clear()
         self._gone.clear()
         self._unsubscribe_health()  # a stage after a failed one
@@ -665,6 +679,27 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         for logic in self._point_numbers:
             fields.extend(logic.get_hinted_fields(self.name + logic.datakey_suffix))
         return Hints(fields=fields)
+
+    async def read(self) -> dict[str, Reading]:
+        """The point's readings; at the stage's first point first the check that the HDF1 file
+        shows at the read path, so a ``ReadPathError`` reaches the plan itself before a second
+        point (the FileWriter source's points wait for their downloads there)."""
+        if self._hdf_logic is not None and not self._file_seen:
+            await self._wait_for_read_file(self._hdf_logic)
+            self._file_seen = True
+        return await super().read()
+
+    async def _wait_for_read_file(self, logic: Eiger2HDFDataLogic,
+                                  timeout: float = READ_PATH_GRACE) -> None:
+        path, paths = logic.read_file, self.path_provider.last
+        if path is None or paths is None:
+            return
+        deadline = time.monotonic() + timeout
+        while not await asyncio.to_thread(path.exists):
+            if time.monotonic() > deadline:
+                written = await self.hdf1.full_file_name.get_value()
+                raise ReadPathError.not_shown(written, path, paths.read, paths.write, timeout)
+            await asyncio.sleep(0.05)
 
     @WatchableAsyncStatus.wrap
     async def trigger(self) -> AsyncIterator[WatcherUpdate[int]]:

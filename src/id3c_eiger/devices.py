@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,11 @@ from .file_writer import (
 from .geometry import DATA_TYPE_BY_BITS, EIGER2_500K, Roi, check_images_per_point, check_roi
 from .health import RECONNECT_TIMEOUT, DetectorError, HealthReading, check, check_errors, not_responding
 from .layout import DATA_DATASET, FIRST_THRESHOLD, MASTER_SUFFIX, check_compression
-from .paths import ExpandedPaths, PathTemplates, ReadPathError, WritePathError
+from .paths import READ_PATH_GRACE, ExpandedPaths, PathTemplates, ReadPathError, WritePathError
 
 MASTER_TEMPLATE = f"%s%s_%6.6d{MASTER_SUFFIX}.h5"  # (path, name, number), DECTRIS-style name
 SIGNAL_TIMEOUT = 10.0  # s: every put-and-readback of a stage or unstage
 TRIGGER_MARGIN = 10.0  # s: a trigger may take this long beyond NumImages x AcquirePeriod
-READ_PATH_GRACE = 5.0  # s: a shared file system may show a new file this late on the read host
 
 logger = logging.getLogger(__name__)
 
@@ -238,12 +238,8 @@ class Eiger2HDF5Plugin(_FrameStore, FileStoreHDF5IterativeWrite, _LazyOpenHDF5Pl
         while not path.exists():
             if time.monotonic() > deadline:
                 written = self.full_file_name.get(as_string=True, use_monitor=False)
-                raise ReadPathError(
-                    f"the IOC wrote {written!r} but {str(path)!r} does not exist here after "
-                    f"{timeout:.0f} s: read path {self.paths.read!r} is not the directory the IOC "
-                    f"writes as {self.paths.write!r}. Fix: set read_path_template to where this "
-                    "host mounts the IOC's write path."
-                )
+                raise ReadPathError.not_shown(written, path, self.paths.read, self.paths.write,
+                                              timeout)
             time.sleep(0.05)
         return path
 
@@ -678,6 +674,15 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         with contextlib.suppress(InvalidState):  # the point ended already (a racing timeout)
             status.set_exception(error)
 
+    def read(self) -> OrderedDict[str, dict[str, Any]]:
+        """The point's readings; at the stage's first point first the check that the HDF1 file
+        shows at the read path, so a ``ReadPathError`` reaches the plan itself, before a second
+        point is taken (the FileWriter source's points wait for their downloads there)."""
+        if self.store is self.hdf1 and not self._master_checked:
+            self.hdf1.wait_for_master()
+            self._master_checked = True
+        return super().read()
+
     def trigger(self) -> DeviceStatus:
         """Start one point; done when ``AcquireBusy`` is Done and the IOC confirms every frame in
         the file; failed with the IOC's own message, or after the trigger timeout."""
@@ -703,15 +708,12 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         timer.start()
 
         def confirm() -> None:
-            """Off the CA callback thread: may ask the IOC, and wait for the shared file system."""
+            """Off the CA callback thread: may ask the IOC."""
             try:
                 reading = self._health()
                 if not reading.healthy:  # monitors may trail the AcquireBusy update: ask
                     reading = self._health(use_monitor=False)
                 check(reading)
-                if not self._master_checked:
-                    self.hdf1.wait_for_master()
-                    self._master_checked = True
             except Exception as err:
                 self._fail(watched, err)
                 return
@@ -723,7 +725,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
             error = done.exception()
             if error is not None:
                 self._fail(watched, error)
-            elif self._master_checked and self._health().healthy:
+            elif self._health().healthy:
                 self._frames_confirmed = self._frames_taken
                 watched.set_finished()
             else:

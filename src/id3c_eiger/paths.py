@@ -38,8 +38,22 @@ class WritePathError(OSError):
         )
 
 
+READ_PATH_GRACE = 5.0  # s: a shared file system may show a new file this late on the read host
+
+
 class ReadPathError(OSError):
     """The read path is missing or unreadable here, or does not show what the IOC wrote."""
+
+    @classmethod
+    def not_shown(cls, written: str, path: Path, read: str, write: str,
+                  timeout: float) -> ReadPathError:
+        """The IOC wrote ``written`` but ``path``, where this host reads it, did not appear."""
+        return cls(
+            f"the IOC wrote {written!r} but {str(path)!r} does not exist here after "
+            f"{timeout:.0f} s: read path {read!r} is not the directory the IOC writes as "
+            f"{write!r}. Fix: set read_path_template to where this host mounts the IOC's write "
+            "path."
+        )
 
 
 def _check_template(kind: str, template: str) -> None:
