@@ -14,6 +14,8 @@ import bluesky.plans as bp
 import h5py
 import numpy as np
 import pytest
+from starlette.exceptions import HTTPException
+from tiled.client.utils import ClientError
 
 from helpers import CLASSIC, expected_frames, load_eiger2, master_frames
 from id3c_eiger import tiled_adapter
@@ -83,10 +85,11 @@ def test_a_link_target_swapped_for_a_symlink_outside_is_refused(tmp_path, sim, R
     moved = outside / data_file.name
     shutil.move(data_file, moved)
     data_file.symlink_to(moved)  # inside by name, outside in fact
-    with pytest.raises(Exception):  # noqa: B017  (Tiled answers 500; the cause is in its log)
+    with pytest.raises(ClientError) as refused:  # a 403 with the reason: not retried, not bare
         images[0]
-    assert "refusing to read external link /entry/data/data" in caplog.text
-    assert f"really {moved}" in caplog.text
+    message = str(refused.value)
+    assert "403" in message and "refusing to read external link /entry/data/data" in message
+    assert f"really {moved}" in message and "readable_storage" in message
 
 
 @pytest.mark.parametrize("escape", ["dotdot", "symlinked-master", "fifo-target"])
@@ -112,8 +115,10 @@ def test_the_adapter_reads_nothing_outside_its_storage(tmp_path, sim, RE, catalo
     adapter = catalog.server.catalog.context.adapters_by_mimetype[tiled_adapter.HDF5_MIMETYPE]
     source = SimpleNamespace(assets=[SimpleNamespace(data_uri=f"file://localhost{registered}")],
                              structure_family="array")
-    with pytest.raises(tiled_adapter.OutsideReadableStorage, match=rule):
+    with pytest.raises(HTTPException, match=rule) as refused:  # served as 403 with the reason
         adapter.from_catalog(source, None, dataset=DATA_DATASET)
+    assert refused.value.status_code == 403
+    assert isinstance(refused.value.__cause__, tiled_adapter.OutsideReadableStorage)
 
 
 def test_a_server_not_told_its_storage_reads_nothing(monkeypatch, tmp_path) -> None:

@@ -35,6 +35,8 @@ from urllib.parse import unquote, urlparse
 import dask.array
 import h5py
 import hdf5plugin  # noqa: F401  (the server decodes bitshuffle/LZ4 frames)
+from starlette.exceptions import HTTPException
+from starlette.status import HTTP_403_FORBIDDEN
 from tiled.adapters.hdf5 import SWMR_DEFAULT, HDF5Adapter, HDF5ArrayAdapter, h5open
 from tiled.structures.core import StructureFamily
 
@@ -158,7 +160,12 @@ class FramewiseHDF5Adapter(HDF5Adapter):
         for asset in data_source.assets:
             parsed = urlparse(asset.data_uri)
             if parsed.scheme == "file":
-                check_confined(Path(unquote(parsed.path)), roots)
+                try:
+                    check_confined(Path(unquote(parsed.path)), roots)
+                except OutsideReadableStorage as err:
+                    # A 403 with the reason reaches the client at once; a plain exception would
+                    # be a bare 500 that the client retries for ~25 s, the reason only in the log.
+                    raise HTTPException(HTTP_403_FORBIDDEN, f"{err}") from err
         if not isinstance(dataset, str):
             dataset = "/".join(dataset)
         if data_source.structure_family == StructureFamily.array:
