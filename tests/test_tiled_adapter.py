@@ -19,8 +19,8 @@ from tiled.client.utils import ClientError
 
 from helpers import CLASSIC, expected_frames, load_eiger2, master_frames
 from id3c_eiger import tiled_adapter
-from id3c_eiger.catalog import master_files
-from id3c_eiger.layout import DATA_DATASET
+from id3c_eiger.catalog import UnresolvedLinkError, master_files
+from id3c_eiger.layout import DATA_DATASET, data_file_name
 
 
 def test_frames_across_data_files_through_tiled_equal_the_files(tmp_path, sim, RE, catalog,
@@ -90,6 +90,27 @@ def test_a_link_target_swapped_for_a_symlink_outside_is_refused(tmp_path, sim, R
     message = str(refused.value)
     assert "403" in message and "refusing to read external link /entry/data/data" in message
     assert f"really {moved}" in message and "readable_storage" in message
+
+
+@pytest.mark.parametrize("files_per_series", [1, 3])
+def test_a_data_file_missing_on_the_server_is_named_as_it_resolved_there(
+        tmp_path, sim, RE, catalog, files_per_series) -> None:
+    """One data file (external link) or three (virtual dataset), the last one gone: the client
+    gets a 404 naming the target as written and as the server resolved it, never zeros."""
+    sim.put("cam1:FWNImagesPerFile", 1 if files_per_series == 3 else 1000)
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/gone/")
+    (uid,) = RE(bp.count([eiger2], num=3))
+    images = catalog.runs[uid].primary["eiger2_image"]
+    (master,) = master_files(images)
+    gone = master.parent / data_file_name(master, files_per_series)
+    gone.unlink()
+    with pytest.raises(UnresolvedLinkError) as refused:
+        images[0]
+    message = str(refused.value)
+    assert message.startswith(f"the Tiled server cannot read frames of master file {master}")
+    assert f"{gone.name!r} (as written)" in message
+    assert f"resolves on this server to {gone}" in message and "HDF5_EXT_PREFIX" in message
+    assert ("would read as zeros" in message) == (files_per_series == 3)
 
 
 @pytest.mark.parametrize("escape", ["dotdot", "symlinked-master", "fifo-target"])

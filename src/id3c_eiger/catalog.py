@@ -21,6 +21,7 @@ from bluesky import RunEngine
 from tiled.client import from_uri
 from tiled.client.array import ArrayClient
 from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH, Container
+from tiled.client.utils import ClientError
 from tiled.structures.core import Spec
 
 from .layout import DATA_DATASET, LinkProblem, unresolved_links
@@ -38,9 +39,13 @@ class CatalogError(RuntimeError):
 class UnresolvedLinkError(OSError):
     """A frame cannot be read because the master file's link to its data does not resolve."""
 
-    def __init__(self, master: str, problems: Sequence[LinkProblem]) -> None:
+    def __init__(self, master: str, problems: Sequence[LinkProblem], server: str = "") -> None:
         self.master = master
         self.problems = list(problems)
+        if server:  # the Tiled server's own account, which names its fix
+            super().__init__(f"the Tiled server cannot read frames of master file {master}: "
+                             f"{server}")
+            return
         details = "; ".join(str(p) for p in problems)
         super().__init__(
             f"cannot read frames of master file {master}: {details}. Fix: restore the data "
@@ -120,6 +125,14 @@ class EigerArrayClient(ArrayClient):
             return super().read(slice)
         except (IndexError, TypeError, ValueError):
             raise  # a bad slice: the user's, not the files'
+        except ClientError as err:
+            if err.response.status_code == 404:  # the server named the link it cannot follow
+                masters = ", ".join(map(str, master_files(self)))
+                raise UnresolvedLinkError(masters, [], server=_detail(err)) from err
+            if err.response.status_code == 403:
+                raise  # the server's refusal, named (outside its readable storage)
+            self._raise_if_unresolved(err)
+            raise
         except Exception as err:
             self._raise_if_unresolved(err)
             raise
@@ -140,6 +153,14 @@ class EigerArrayClient(ArrayClient):
                 raise UnresolvedLinkError(str(master), [problem]) from err
             if problems:
                 raise UnresolvedLinkError(str(master), problems) from err
+
+
+def _detail(err: ClientError) -> str:
+    """The reason a Tiled server gave for an error response."""
+    try:
+        return str(err.response.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        return str(err)
 
 
 def _structure_clients() -> dict[str, Any]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -36,11 +37,12 @@ import dask.array
 import h5py
 import hdf5plugin  # noqa: F401  (the server decodes bitshuffle/LZ4 frames)
 from starlette.exceptions import HTTPException
-from starlette.status import HTTP_403_FORBIDDEN
+from starlette.status import HTTP_403_FORBIDDEN, HTTP_404_NOT_FOUND
 from tiled.adapters.hdf5 import SWMR_DEFAULT, HDF5Adapter, HDF5ArrayAdapter, h5open
 from tiled.structures.core import StructureFamily
+from tiled.utils import BrokenLink
 
-from .layout import link_targets, resolve_target
+from .layout import LinkTarget, link_targets, resolve_target
 
 HDF5_MIMETYPE = "application/x-hdf5"
 READABLE_STORAGE_VARIABLE = "ID3C_EIGER_READABLE_STORAGE"
@@ -51,15 +53,32 @@ class OutsideReadableStorage(PermissionError):
     """A file the server was asked to read (or a link target) lies outside its readable storage."""
 
 
-def check_confined(master: str | Path, roots: Iterable[str | Path]) -> None:
+@dataclass(frozen=True)
+class MissingTarget:
+    """A link target or virtual source of a master that does not exist on this server."""
+
+    target: LinkTarget
+    resolved: Path  # where libhdf5 looks for it here (HDF5_EXT_PREFIX/HDF5_VDS_PREFIX applied)
+
+    def __str__(self) -> str:
+        zeros = ": its frames would read as zeros" if self.target.kind == "virtual source" else ""
+        return (f"{self.target.kind} {self.target.link} -> {self.target.target!r} (as written) "
+                f"resolves on this server to {self.resolved}, which does not exist{zeros}. Fix: "
+                "mount the data files on the Tiled host where the master says they are, or set "
+                "HDF5_EXT_PREFIX / HDF5_VDS_PREFIX in the server's environment to where they are")
+
+
+def check_confined(master: str | Path, roots: Iterable[str | Path]) -> list[MissingTarget]:
     """Refuse (``OutsideReadableStorage``) a master, or any external-link target or virtual
     source it reaches, whose real path (``..`` and symlinks resolved) is outside ``roots``, or
-    which is not a regular file (a FIFO or device would block the server)."""
+    which is not a regular file (a FIFO or device would block the server). Returns the targets
+    that do not exist here."""
     real_roots = [Path(os.path.realpath(root)) for root in roots]
     shown = ", ".join(f"{root}/" for root in real_roots) or "(none)"
     seen: set[Path] = set()
+    missing: list[MissingTarget] = []
 
-    def check(path: Path, what: str, depth: int) -> None:
+    def check(path: Path, what: str, depth: int, target: LinkTarget | None = None) -> None:
         real = Path(os.path.realpath(path))
         if real in seen:
             return
@@ -72,8 +91,10 @@ def check_confined(master: str | Path, roots: Iterable[str | Path]) -> None:
                 "directory to it (and to $" + READABLE_STORAGE_VARIABLE + ")")
         try:
             mode = real.stat().st_mode
-        except FileNotFoundError:
-            return  # a missing link target reads as an error (or VDS fill), not a leak
+        except FileNotFoundError:  # not a leak: an error, or a VDS's fill value, if read
+            if target is not None:
+                missing.append(MissingTarget(target, path))
+            return
         if not stat.S_ISREG(mode):
             raise OutsideReadableStorage(f"refusing to read {what} {path}: not a regular file")
         if depth >= LINK_DEPTH:
@@ -82,9 +103,10 @@ def check_confined(master: str | Path, roots: Iterable[str | Path]) -> None:
             targets = link_targets(f)
         for target in targets:
             check(resolve_target(path, target.target, target.kind),
-                  f"{target.kind} {target.link} of {path}", depth + 1)
+                  f"{target.kind} {target.link} of {path}", depth + 1, target)
 
     check(Path(master), "master file", 1)
+    return missing
 
 
 def _storage_from_environment() -> tuple[Path, ...]:
@@ -157,18 +179,29 @@ class FramewiseHDF5Adapter(HDF5Adapter):
                 "FramewiseHDF5Adapter does not know this server's readable storage, so it reads "
                 f"nothing. Fix: set {READABLE_STORAGE_VARIABLE} to the readable_storage "
                 "directories (separated by ':') in the Tiled server's environment")
+        # Refusals are served as 4xx with the reason, so the client and the doctor see what
+        # the server saw; a plain exception is a bare 500 that the client retries for ~25 s.
+        missing: list[MissingTarget] = []
         for asset in data_source.assets:
             parsed = urlparse(asset.data_uri)
             if parsed.scheme == "file":
                 try:
-                    check_confined(Path(unquote(parsed.path)), roots)
+                    missing += check_confined(Path(unquote(parsed.path)), roots)
                 except OutsideReadableStorage as err:
-                    # A 403 with the reason reaches the client at once; a plain exception would
-                    # be a bare 500 that the client retries for ~25 s, the reason only in the log.
                     raise HTTPException(HTTP_403_FORBIDDEN, f"{err}") from err
+        # A master only names virtual sources that hold frames: one missing is a loss, never a
+        # file still to come (an external link may name a data file a moment before it exists).
+        sources = [m for m in missing if m.target.kind == "virtual source"]
+        if sources:
+            raise HTTPException(HTTP_404_NOT_FOUND, "; ".join(map(str, sources)))
         if not isinstance(dataset, str):
             dataset = "/".join(dataset)
-        if data_source.structure_family == StructureFamily.array:
-            return FramewiseHDF5ArrayAdapter.from_catalog(data_source, node, dataset=dataset,
-                                                          **kwargs)
-        return HDF5Adapter.from_catalog(data_source, node, dataset=dataset, **kwargs)
+        try:
+            if data_source.structure_family == StructureFamily.array:
+                return FramewiseHDF5ArrayAdapter.from_catalog(data_source, node, dataset=dataset,
+                                                              **kwargs)
+            return HDF5Adapter.from_catalog(data_source, node, dataset=dataset, **kwargs)
+        except (BrokenLink, KeyError, OSError) as err:  # tiled's BrokenLink: a dangling link
+            if missing:
+                raise HTTPException(HTTP_404_NOT_FOUND, "; ".join(map(str, missing))) from err
+            raise
