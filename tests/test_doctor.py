@@ -119,6 +119,27 @@ def test_the_doctor_checks_the_detector_the_run_recorded(tmp_path, sim, RE, cata
     assert status == EXIT_FAIL and failing(out)[0].startswith("FAIL  frames in the run")
 
 
+def test_doctor_runs_checks_the_last_runs_a_line_each(tmp_path, sim, RE, catalog,
+                                                       capsys) -> None:
+    """The nightly check: the last N runs read through Tiled, one line each; a run whose data
+    file went missing is the one FAIL, named with its fix; no IOC is asked."""
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/nightly/")
+    uids = [RE(bp.count([eiger2], num=2))[0] for _ in range(3)]
+    broken = master_files(catalog.runs[uids[1]].primary["eiger2_image"])[0]
+    os.remove(broken.parent / data_file_name(broken, 1))
+    status, out, _ = run(capsys, "doctor", "--tiled", catalog.uri, "--runs", "3")
+    lines = out.splitlines()
+    assert status == EXIT_FAIL and len(lines) == 3
+    (line,) = failing(out)
+    assert line.startswith(f"FAIL  run {uids[1][:8]}") and "links" in line
+    assert data_file_name(broken, 1) in line
+    passed = [line for line in lines if line.startswith("PASS")]
+    assert sorted(p.split()[2] for p in passed) == sorted(u[:8] for u in (uids[0], uids[2]))
+    assert all("(2, 512, 1028)" in p and "frame 0 is the file's" in p for p in passed)
+    status, _, err = run(capsys, "doctor", "--runs", "0", "--tiled", catalog.uri)
+    assert status == EXIT_ERROR and "at least 1" in err
+
+
 def test_ioc_that_does_not_answer_is_named_with_the_prefix(counted, capsys) -> None:
     devices = rewrite(counted[0], prefix="NOSUCHIOC:")
     status, out, _ = run(capsys, "doctor", "--devices", str(devices), "--timeout", "0.5")

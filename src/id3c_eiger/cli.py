@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .config import DEFAULT_DEVICES_FILE
-from .doctor import STREAM, check_chain, check_master_file
+from .doctor import STREAM, Hop, check_chain, check_master_file, check_runs
 from .inspection import format_report, inspect_master
 from .plotting import FrameImage, frame_from_master, frame_from_run, plot_frame
 
@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--devices", default=str(DEFAULT_DEVICES_FILE),
                         help="devices file naming the detector (default configs/devices.yml)")
     doctor.add_argument("--timeout", type=float, default=2.0, help="s to wait for each PV")
+    doctor.add_argument("--runs", type=int, metavar="N",
+                        help="check that the last N runs in --tiled read, one line each (no IOC)")
     _tiled_options(doctor, "device name in the devices file (default: the run's detector "
                    "that the devices file names, else eiger2)")
     replay = commands.add_parser("replay", help="write runs Tiled could not take, kept in the "
@@ -145,17 +147,30 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.master is not None and args.tiled is not None:
         raise ValueError("doctor --master checks one file with no IOC and no Tiled; give "
                          "either --master FILE or --tiled URI, not both")
+    if args.runs is not None:
+        if args.tiled is None:
+            raise ValueError("doctor --runs N reads the last N runs from Tiled; give --tiled URI")
+        from .catalog import open_catalog
+
+        with open_catalog(args.tiled, api_key=args.api_key) as catalog:
+            return _print_hops(check_runs(catalog, args.runs, args.detector))
     if args.master is not None:
         hops = check_master_file(args.master)
     else:
         hops = check_chain(args.devices, detector=args.detector, tiled_uri=args.tiled,
                            api_key=args.api_key, run=args.run, ca_timeout=args.timeout)
+    status = _print_hops(hops)
+    if status == 0 and args.master is None and args.tiled is None:
+        print("(Tiled not checked: give --tiled URI to check the run, its files and frame 0)")
+    return status
+
+
+def _print_hops(hops: Iterable[Hop]) -> int:
+    """Print each hop as it comes; 0 if all passed, else ``EXIT_FAIL``."""
     passed = True
     for hop in hops:
         print(hop, flush=True)
         passed &= hop.passed
-    if passed and args.master is None and args.tiled is None:
-        print("(Tiled not checked: give --tiled URI to check the run, its files and frame 0)")
     return 0 if passed else EXIT_FAIL
 
 

@@ -260,6 +260,31 @@ def check_tiled(catalog: Catalog, data_key: str, run: str | int = -1) -> Iterato
     yield _compare_frame_0(images, masters[0], embedded=catalog.server is not None)
 
 
+def check_runs(catalog: Catalog, count: int, detector: str | None = None) -> Iterator[Hop]:
+    """The last ``count`` runs, one hop each (the nightly check that nothing recorded became
+    unreadable): every Tiled hop for each detector's images, summed up as PASS, or the first
+    FAIL with its fix. ``detector``: only that one, else every detector the run recorded."""
+    if count < 1:
+        raise ValueError(f"--runs {count}: give the number of latest runs to check, at least 1")
+    for uid in catalog.runs.keys()[-1:-count - 1:-1]:  # the latest first
+        run = catalog.runs[uid]
+        start = run.metadata.get("start", {})
+        label = f"run {uid[:8]} (scan {start.get('scan_id', '?')})"
+        names = [detector] if detector else imaging_detectors(run, STREAM)
+        if not names:
+            yield Hop(label, True, f"no detector images in {STREAM}: nothing to read")
+            continue
+        for name in names:
+            hops = list(check_tiled(catalog, f"{name}_image", uid))
+            failed = next((hop for hop in hops if not hop.passed), None)
+            if failed is not None:
+                yield Hop(label, False, f"{name}: {failed.name}: {failed.detail}")
+            else:
+                frames = next(h.detail for h in hops if h.name == "frames in the run")
+                yield Hop(label, True, f"{frames.split(' has ')[-1]}; Tiled's frame 0 is the "
+                          f"file's ({len(hops)} hops pass)")
+
+
 def _compare_frame_0(images: Any, master: Path, embedded: bool) -> Hop:
     """Tiled's frame 0 against the first master file's frame 0, read here with h5py; for a
     server not embedded here, the read cost of a virtual dataset is named."""
