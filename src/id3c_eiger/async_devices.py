@@ -81,7 +81,15 @@ from .geometry import (
     check_images_per_point,
     check_roi,
 )
-from .health import RECONNECT_TIMEOUT, DetectorError, HealthReading, check, check_errors, not_responding
+from .health import (
+    RECONNECT_TIMEOUT,
+    DetectorError,
+    DetectorNotResponding,
+    HealthReading,
+    check,
+    check_errors,
+    not_responding,
+)
 from .layout import check_compression
 from .paths import (
     READ_PATH_GRACE,
@@ -587,10 +595,14 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
                     await self.file_writer.stop()
                     self._acquire_logic.armed = False
                 raise self._failure or self._not_responding(0)
+            # An IOC that already stopped answering gets one short try: the first cause is
+            # known, and the next stage stops whatever is left once it answers again.
+            patience = (HEALTH_TIMEOUT if isinstance(self._failure, DetectorNotResponding)
+                        else UNSTAGE_TIMEOUT)
             try:
-                await asyncio.wait_for(super().unstage(), UNSTAGE_TIMEOUT)
+                await asyncio.wait_for(super().unstage(), patience)
             except TimeoutError as err:
-                raise self._not_responding(UNSTAGE_TIMEOUT) from err
+                raise self._not_responding(patience) from err
             if self._failure is None and self._frames_confirmed:
                 check(await self._health(self._frames_confirmed))
         except Exception as err:
@@ -708,6 +720,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             await self.prepare(TriggerInfo(collections_per_event=self.images_per_point))
         self._trouble.clear()
         updates = StandardDetector.trigger.__wrapped__(self)
+        started = time.monotonic()
         try:
             while True:
                 try:
@@ -715,6 +728,14 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
                 except StopAsyncIteration:
                     break
                 yield update
+        except TimeoutError as err:  # a put or wait the IOC never answered (arm, capture)
+            if self._failure is None:
+                answers = await self._ioc_answers()
+                waited = time.monotonic() - started
+                self._failure = err if answers else self._not_responding(waited)
+            if self._failure is err:
+                raise
+            raise self._failure from err
         finally:
             await updates.aclose()
 
@@ -769,15 +790,21 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             trouble.cancel()
             await updates.aclose()
 
+    async def _ioc_answers(self) -> bool:
+        """The IOC answers a read of the camera's state within ``HEALTH_TIMEOUT``."""
+        try:
+            await asyncio.wait_for(self.driver.detector_state.get_value(cached=False),
+                                   HEALTH_TIMEOUT)
+        except (TimeoutError, NotConnectedError):
+            return False
+        return True
+
     async def _stall_error(self, trigger_info: TriggerInfo, expected: int,
                            err: TimeoutError) -> Exception:
         """Why frames stopped coming: the IOC's own error, a dead IOC, or a stall."""
         if isinstance(err, AcquisitionTimeout):
             return err
-        try:
-            await asyncio.wait_for(self.driver.detector_state.get_value(cached=False),
-                                   HEALTH_TIMEOUT)
-        except (TimeoutError, NotConnectedError):
+        if not await self._ioc_answers():
             return self._not_responding(trigger_info.exposure_timeout)
         try:
             reading = await self._health(expected)
