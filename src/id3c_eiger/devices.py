@@ -623,15 +623,17 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
             if self.file_source is FileSource.FILE_WRITER:
                 writer = self.file_writer
                 series = writer.series
-                fw_state = writer.state.get(use_monitor=use_monitor)
+                # The DCU posts FWState_RBV "error" before the detector's Error: read the
+                # detector first, so a monitor arriving between the reads cannot hide the cause.
+                detector_state = cam.detector_state.get(use_monitor=use_monitor)
                 message = cam.status_message.get(use_monitor=use_monitor)
+                fw_state = writer.state.get(use_monitor=use_monitor)
                 return HealthReading(
                     name=self.name, prefix=self.prefix, file=str(writer._fn or ""),
                     expected=expected,
                     captured=series.frames_downloaded(expected) if series else 0,
                     write_status="Write error" if fw_state == "error" else "Write OK",
-                    write_message=message,
-                    detector_state=cam.detector_state.get(use_monitor=use_monitor),
+                    write_message=message, detector_state=detector_state,
                     status_message=message, writer_pv="cam1:FWState_RBV",
                 )
             return HealthReading(
