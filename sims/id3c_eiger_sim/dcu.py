@@ -3,9 +3,10 @@
 With ``cam1:FWEnable`` Enable every arm starts a series on the DCU's disk (``--dcu-root``, not a
 directory clients read): ``<FWNamePattern>_master.h5``, ``$id`` replaced by ``SequenceId`` (one
 more at every arm), and ``_data_NNNNNN.h5`` files of ``FWNImagesPerFile`` frames in
-``FWHDF5Format``, compressed per ``FWCompression``/``CompressionAlgo``: Legacy data are 3-D (n, y,
-x); v2024.2 data 4-D (n, thresholds, y, x), two thresholds with ``Threshold2Enable``. A data file is available
-once full (the last one at disarm); the master at disarm, when it reaches every frame. A pattern
+``FWHDF5Format``, compressed per ``FWCompression``/``CompressionAlgo``: Legacy data are 3-D
+(n, y, x); v2024.2 data 4-D (n, thresholds, y, x), two thresholds with ``Threshold2Enable``. A
+data file is available once full (the last one at disarm); the master at disarm, when it reaches
+every frame. A pattern
 without ``$id`` is accepted as the DCU accepts it: the next series overwrites the files.
 
 With ``DataSource`` FileWriter the IOC parses each data file, once full, into arrays for HDF1

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .config import DEFAULT_DEVICES_FILE
-from .doctor import STREAM, Hop, check_chain, check_master_file, check_runs
+from .doctor import DEFAULT_DETECTOR, STREAM, Hop, check_chain, check_master_file, check_runs
 from .inspection import format_report, inspect_master
 from .plotting import FrameImage, frame_from_master, frame_from_run, plot_frame
 
@@ -122,7 +122,8 @@ def _show(args: argparse.Namespace) -> int:
 
         with open_catalog(args.tiled, api_key=args.api_key) as catalog:
             run = find_run(catalog, args.run)
-            detector = args.detector or next(iter(imaging_detectors(run, STREAM)), "eiger2")
+            detector = args.detector or next(iter(imaging_detectors(run, STREAM)),
+                                             DEFAULT_DETECTOR)
             image = frame_from_run(run, detector, args.frames, STREAM)
     output = args.output or (None if _has_display() else "frame.png")
     plot_frame(image, roi=args.roi, vmax=args.vmax, output=output)

@@ -119,6 +119,7 @@ class _FrameStore:
     """
 
     in_use = True
+    tiled_slice: str | None = None  # what Tiled serves of the dataset, if not all of it
     _write_path_template: str
     _read_path_template: str | None
 
@@ -148,8 +149,6 @@ class _FrameStore:
         if self._fn is None:
             raise RuntimeError(f"{self.name} is not staged: no master file yet")
         return Path(self._fn)
-
-    tiled_slice: str | None = None  # what Tiled serves of the dataset, if not all of it
 
     def _resource(self, frames_per_point: int) -> None:
         kwargs: dict[str, Any] = {"dataset": DATA_DATASET}

@@ -280,9 +280,9 @@ def check_runs(catalog: Catalog, count: int, detector: str | None = None) -> Ite
             if failed is not None:
                 yield Hop(label, False, f"{name}: {failed.name}: {failed.detail}")
             else:
-                frames = next(h.detail for h in hops if h.name == "frames in the run")
-                yield Hop(label, True, f"{frames.split(' has ')[-1]}; Tiled's frame 0 is the "
-                          f"file's ({len(hops)} hops pass)")
+                images = run[STREAM][f"{name}_image"]
+                yield Hop(label, True, f"{name}_image {images.shape} {images.dtype}; Tiled's "
+                          f"frame 0 is the file's ({len(hops)} hops pass)")
 
 
 def _compare_frame_0(images: Any, master: Path, embedded: bool) -> Hop:
