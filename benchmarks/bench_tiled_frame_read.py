@@ -1,10 +1,11 @@
 """Why ``images[0]`` through Tiled can cost a whole series, and what the framewise adapter does.
 
 The same fly scan (FRAMES frames, 16-bit, BSLZ4) twice, through the same embedded Tiled server:
-* as one data file: the master's ``/entry/data/data`` is an external link to a dataset chunked
-  one frame per chunk;
-* over several data files (``cam1:FWNImagesPerFile``): the master's ``/entry/data/data`` is a
-  virtual dataset, which has no chunks.
+* as HDF1 writes it (``file_source: hdf5_plugin``): one NDFileHDF5 file, its dataset chunked one
+  frame per chunk;
+* as the DCU writes it (``file_source: file_writer``, 1000 frames per data file in a fly scan):
+  the master's ``/entry/data/data`` is a virtual dataset over the data files, which has no
+  chunks.
 Prints, for each, frame 0 through Tiled against h5py reading the same frame (the baseline), with
 Tiled reading HDF5 through its stock adapter and through ``tiled_adapter.FramewiseHDF5Adapter``.
 Tiled 0.2.20's stock adapter makes one dask block per chunk (``ds.chunks or ds.shape``), so a
@@ -32,16 +33,14 @@ from id3c_eiger.plans import fly_frames
 from id3c_eiger.tiled_adapter import HDF5_MIMETYPE, FramewiseHDF5Adapter
 
 FRAMES = 2000  # each read of the virtual layout moves FRAMES x 1 MB through the server
-FILES = 4  # data files of the multi-file layout
 PERIOD = EIGER2_500K.min_period_16bit
 SLOW_REPEATS = 3  # the stock adapter's reads of the virtual layout take seconds each
 
 
-def one_layout(RE: RunEngine, sim: Sim, catalog: Catalog, root: Path, frames_per_file: int) -> None:
-    sim.put("cam1:FWNImagesPerFile", frames_per_file)
+def one_layout(RE: RunEngine, sim: Sim, catalog: Catalog, root: Path, file_source: str) -> None:
     with init_devices():
-        eiger2 = Eiger2Detector(PREFIX, name="eiger2",
-                                write_path_template=str(root / str(frames_per_file)))
+        eiger2 = Eiger2Detector(PREFIX, name="eiger2", file_source=file_source,
+                                write_path_template=str(root / file_source))
     RE(fly_frames(eiger2, TriggerInfo(number_of_events=FRAMES,
                                       livetime=PERIOD - EIGER2_500K.dead_time)))
     images = catalog.runs[-1].primary["eiger2_image"]
@@ -54,8 +53,8 @@ def one_layout(RE: RunEngine, sim: Sim, catalog: Catalog, root: Path, frames_per
             f[DATA_DATASET][0]
 
     t_h5 = median_seconds(h5py_read)
-    layout = (f"{-(-FRAMES // frames_per_file)} data files, virtual dataset" if virtual
-              else "1 data file, external link")
+    layout = (f"{file_source}: virtual dataset" if virtual
+              else f"{file_source}: one chunked dataset")
     adapters = catalog.server.catalog.context.adapters_by_mimetype
     for label, adapter in (("stock", HDF5Adapter), ("framewise", FramewiseHDF5Adapter)):
         adapters[HDF5_MIMETYPE] = adapter
@@ -68,8 +67,8 @@ def one_layout(RE: RunEngine, sim: Sim, catalog: Catalog, root: Path, frames_per
 def main() -> None:
     with simulator_and_catalog() as (root, sim, catalog, RE):
         print(f"frame 0 of a {FRAMES}-frame fly scan (16-bit, BSLZ4) through Tiled:")
-        one_layout(RE, sim, catalog, root, FRAMES)
-        one_layout(RE, sim, catalog, root, FRAMES // FILES)
+        one_layout(RE, sim, catalog, root, "hdf5_plugin")
+        one_layout(RE, sim, catalog, root, "file_writer")
 
 
 if __name__ == "__main__":

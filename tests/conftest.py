@@ -66,7 +66,6 @@ def sim(ioc: SimulatorProcess, data_root: Path, request: pytest.FixtureRequest) 
     directory = data_root / name
     directory.mkdir(exist_ok=True)
     client.reset(directory, name)
-    client.directory = directory
     return client
 
 

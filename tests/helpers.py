@@ -87,6 +87,7 @@ class Sim:
 
         An acquisition or capture left running by an earlier (failed) test is stopped first, so
         its frames do not land in this test's files."""
+        self.directory = directory
         self.put("cam1:Acquire", "Done")
         self.put("HDF1:Capture", "Done")
         self.wait_for("cam1:Acquire_RBV", "Done")
@@ -103,7 +104,7 @@ class Sim:
             "EnableCallbacks": "Enable", "FileWriteMode": "Stream", "LazyOpen": "Yes",
             "Compression": "BSLZ4", "NumCapture": 0, "AutoIncrement": "Yes", "AutoSave": "No",
             "FileNumber": 1, "CreateDirectory": 0, "FileTemplate": "%s%s_%6.6d.h5",
-            "FileName": name, "FilePath": str(directory),
+            "FileName": name, "FilePath": str(directory), "StoreAttr": "Yes", "SWMRMode": "On",
         }
         for key, value in cam.items():
             self.put(f"cam1:{key}", value)
@@ -149,10 +150,25 @@ class Sim:
         self.put("HDF1:Capture", "Done")
         return Path(self.text("HDF1:FullFileName_RBV"))
 
+    def series(self, n_images: int, timeout: float = 20.0, **cam: Any) -> Path:
+        """One FileWriter series of ``n_images`` frames per trigger: the DCU writes it, the IOC
+        downloads it into this test's directory; returns the downloaded master once it is there
+        (the master comes last)."""
+        prefix = self.text("HDF1:FileName")[:40]
+        for key, value in {"FilePath": str(self.directory), "FWEnable": "Enable",
+                           "SaveFiles": "Enable", "FWNamePattern": f"{prefix}_$id",
+                           "NumImages": n_images, **cam}.items():
+            self.put(f"cam1:{key}", value)
+        self.put("cam1:Acquire", "Acquire", timeout=120)
+        master = self.directory / f"{prefix}_{self.get('cam1:SequenceId')}_master.h5"
+        self.wait_for("cam1:FullFileName_RBV", master, timeout)
+        return master
+
 
 def frame_settings(master: Path) -> FrameSettings:
-    """The settings the simulator used for a series, from its master's metadata."""
-    with h5py.File(master, "r") as f:
+    """The settings the simulator used for a series, from its file's metadata (the master's
+    DECTRIS fields, or an HDF1 file's NDAttributes), readable while still written."""
+    with h5py.File(master, "r", swmr=True) as f:
         md = read_metadata(f)
     return FrameSettings(
         count_time=float(md["count_time"]),

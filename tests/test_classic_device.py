@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import bluesky.plans as bp
+import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
 
 from helpers import CLASSIC, Sim, expected_frames, load_eiger2, master_frames
 from id3c_eiger.catalog import UnresolvedLinkError, master_files
+from id3c_eiger.layout import ND_ATTRIBUTES, is_ndfile
 from id3c_eiger.paths import ReadPathError, WritePathError
 
 
@@ -36,7 +38,9 @@ def test_ten_points_are_lazy_typed_and_equal_to_the_files(tmp_path, sim, RE, cat
     assert images.dtype == np.dtype(sim.text("HDF1:DataType_RBV").lower())
     (master,) = master_files(images)
     assert master.parent == Path(eiger2.hdf1.paths.read)
-    assert master.name.endswith("_master.h5")
+    assert master.name.endswith("_000000.h5")  # HDF1's single file (the hdf5_plugin source)
+    with h5py.File(master, "r") as f:
+        assert is_ndfile(f) and f[f"{ND_ATTRIBUTES}/CountTime"].shape == (10,)
     on_disk = master_frames(master)
     assert on_disk.shape == (10, 512, 1028)
     first = images[0]
@@ -104,7 +108,7 @@ def test_write_path_the_ioc_refuses_fails_at_stage(tmp_path, sim, RE) -> None:
 
 
 def test_missing_data_file_is_named_at_read_time(tmp_path, sim, RE, catalog) -> None:
-    eiger2 = make_eiger2(tmp_path, sim, f"{sim.directory}/broken")
+    eiger2 = make_eiger2(tmp_path, sim, f"{sim.directory}/broken", file_source="file_writer")
     RE(bp.count([eiger2], num=2))
     images = catalog.runs[-1].primary["eiger2_image"]
     (master,) = master_files(images)

@@ -1,4 +1,4 @@
-"""The id3c-eiger command on real masters written by the simulator: inspect, show, doctor
+"""The id3c-eiger command on real masters (and HDF1 files) written by the simulator: inspect, show, doctor
 --master, and one clear line with a non-zero status for each bad input."""
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from id3c_eiger.plotting import (
 
 @pytest.fixture
 def master(sim: Sim) -> Path:
-    """A 3-frame series written by the simulator (external link, BSLZ4)."""
-    return sim.stream(3)
+    """A 3-frame series written by the simulator's DCU and downloaded (external link, BSLZ4)."""
+    return sim.series(3)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -54,6 +54,18 @@ def test_doctor_passes_every_file_hop_of_a_good_master(master, capsys) -> None:
     assert status == 0
     assert [line.split()[0] for line in out.splitlines()] == ["PASS", "PASS", "PASS"]
     assert "frame 0 reads as (512, 1028)" in out
+
+
+def test_inspect_and_doctor_take_the_hdf1_file_with_no_links(sim: Sim, capsys) -> None:
+    path = sim.stream(2)
+    status, out, _ = run(capsys, "inspect", str(path))
+    assert status == 0
+    assert "links: none (the frames are in this file)" in out
+    assert "/entry/instrument/NDAttributes/CountTime  shape=(2,)" in out
+    assert "nimages = 2" in out and "count_time = 0.001" in out
+    status, out, _ = run(capsys, "doctor", "--master", str(path))
+    assert status == 0, out
+    assert "HDF1 (NDFileHDF5) file of 2 frames" in out and "none: the frames are in the file" in out
 
 
 def test_show_draws_the_frame_with_masked_pixels_in_their_own_colour(master, tmp_path,
@@ -85,8 +97,7 @@ def test_show_without_a_display_writes_frame_png(master, tmp_path, capsys, monke
 
 
 def test_show_accepts_a_tiled_or_numpy_frame_and_an_roi(master, tmp_path) -> None:
-    with h5py.File(master, "r") as f:
-        frame = f[DATA_DATASET][0]
+    frame = master_frames(master)[0]
     image = frame_from_array(frame, "images[0]")
     figure = plot_frame(image, roi=(100, 200, 300, 500), vmax=1000, output=tmp_path / "roi.png")
     assert figure.axes[0].images[0].get_array().shape == (100, 200)
@@ -166,8 +177,7 @@ def test_the_doctor_follows_links_where_hdf5_prefixes_send_libhdf5(master, tmp_p
     assert code == 0 and "FAIL" not in out, out
     code, out, _ = run(capsys, "inspect", str(master))
     assert code == 0 and "missing file" not in out
-    with h5py.File(master, "r") as f:  # and libhdf5 reads the very frames from there
-        np.testing.assert_array_equal(f[DATA_DATASET][()], frames)
+    np.testing.assert_array_equal(master_frames(master), frames)  # libhdf5 reads them there
 
 
 def test_missing_compression_filter_is_named(tmp_path, master, capsys) -> None:

@@ -64,9 +64,9 @@ def test_demo_counts_reads_draws_and_diagnoses(tmp_path, detector) -> None:
     assert np.all(np.isclose(pixels, MASK_COLOUR, atol=0.02), axis=-1).sum() > 50
     (master,) = sorted((tmp_path / "data").rglob("*_master.h5"))
     assert f"master file: {master}" in out
+    expected = expected_frames(master, range(1))[0]
     with h5py.File(master, "r") as f:
-        np.testing.assert_array_equal(frame_images(f[DATA_DATASET], 0),
-                                      expected_frames(master, range(1))[0])
+        np.testing.assert_array_equal(frame_images(f[DATA_DATASET], 0), expected)
     assert not simulators_serving(tmp_path)
 
 

@@ -24,15 +24,17 @@ from id3c_eiger.layout import DATA_DATASET, data_file_name
 from id3c_eiger.plotting import MASK_COLOUR
 from id3c_eiger_sim.process import free_port
 
-CHAIN = ["devices file", "IOC answers", "write path", "IOC can write", "read path",
+CHAIN = ["devices file", "IOC answers", "DCU FileWriter", "write path", "IOC can write", "read path",
          "Tiled answers", "run in Tiled", "frames in the run", "data source", "master file",
          "links", "frame decodes", "Tiled frame 0"]
 
 
 @pytest.fixture
 def counted(tmp_path, sim, RE) -> tuple[Path, str]:
-    """A 2-point classic count into ``<sim dir>/%Y/%m/%d``: (devices file, run uid)."""
-    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/%Y/%m/%d/")
+    """A 2-point classic count into ``<sim dir>/%Y/%m/%d`` through the FileWriter, as
+    configs/devices.yml has it (a master linking its data file): (devices file, run uid)."""
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/%Y/%m/%d/",
+                         file_source="file_writer")
     (uid,) = RE(bp.count([eiger2], num=2))
     return tmp_path / "devices.yml", uid
 
@@ -77,11 +79,11 @@ def test_every_hop_passes_on_a_good_run(counted, catalog, capsys) -> None:
 
 def test_a_virtual_dataset_master_passes_with_its_read_cost_named(tmp_path, sim, RE, catalog,
                                                                    capsys) -> None:
-    """Three frames over two data files: the master's frames are a virtual dataset. The embedded
+    """Three frames over three data files: the master's frames are a virtual dataset. The embedded
     server reads it frame by frame; for a server reached by URI the doctor cannot see its
     adapter, so it names the stock adapter's cost and the one to configure."""
-    sim.put("cam1:FWNImagesPerFile", 2)
-    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/vds/")
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/vds/",
+                         file_source="file_writer")  # a data file per point
     (uid,) = RE(bp.count([eiger2], num=3))
     devices = tmp_path / "devices.yml"
     hops = list(check_chain(devices, catalog=catalog, run=uid))
@@ -123,7 +125,8 @@ def test_doctor_runs_checks_the_last_runs_a_line_each(tmp_path, sim, RE, catalog
                                                        capsys) -> None:
     """The nightly check: the last N runs read through Tiled, one line each; a run whose data
     file went missing is the one FAIL, named with its fix; no IOC is asked."""
-    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/nightly/")
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/nightly/",
+                         file_source="file_writer")
     uids = [RE(bp.count([eiger2], num=2))[0] for _ in range(3)]
     broken = master_files(catalog.runs[uids[1]].primary["eiger2_image"])[0]
     os.remove(broken.parent / data_file_name(broken, 1))
@@ -250,8 +253,7 @@ def test_missing_data_file_of_a_run_stops_at_links(counted, catalog) -> None:
 def test_missing_virtual_source_is_named_with_the_zeros_warning(sim: Sim) -> None:
     """A v2024.2 series over three data files: the master's frames are a virtual dataset, which
     reads a missing source as zeros rather than failing."""
-    sim.put("cam1:FWNImagesPerFile", 2)
-    master = sim.stream(5)
+    master = sim.series(5, FWNImagesPerFile=2)
     with h5py.File(master, "r") as f:
         assert f[DATA_DATASET].is_virtual
     os.remove(master.parent / data_file_name(master, 2))

@@ -25,8 +25,9 @@ from id3c_eiger.layout import DATA_DATASET, data_file_name
 
 def test_frames_across_data_files_through_tiled_equal_the_files(tmp_path, sim, RE, catalog,
                                                                 monkeypatch) -> None:
-    sim.put("cam1:FWNImagesPerFile", 2)  # five frames: three data files, a virtual dataset
-    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/vds/")
+    # five points through the FileWriter: a data file each, a virtual dataset
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/vds/",
+                         file_source="file_writer")
     (uid,) = RE(bp.count([eiger2], num=5))
     images = catalog.runs[uid].primary["eiger2_image"]
     (master,) = master_files(images)
@@ -47,7 +48,7 @@ def test_frames_across_data_files_through_tiled_equal_the_files(tmp_path, sim, R
     array = tiled_adapter.FramewiseHDF5ArrayAdapter.lazy_load_hdf5_array(
         master, dataset=DATA_DATASET, swmr=True)
     assert array.numblocks[0] == 5
-    np.testing.assert_array_equal(array[3].compute(), on_disk[3])
+    np.testing.assert_array_equal(array[3, 0].compute(), on_disk[3])  # (thresholds, y, x)
     frames_read = set()
     for index in reads:  # dask also probes with an empty slice for the dtype
         first = index[0]
@@ -69,7 +70,8 @@ def test_a_deployed_server_names_the_adapter_in_its_configuration(tmp_path) -> N
 
 def _series_outside(tmp_path, sim, RE, catalog) -> tuple[object, Path, Path]:
     """A one-point run read through Tiled, then its master and data file (Tiled's view)."""
-    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/confined/")
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/confined/",
+                         file_source="file_writer")
     (uid,) = RE(bp.count([eiger2], num=1))
     images = catalog.runs[uid].primary["eiger2_image"]
     (master,) = master_files(images)
@@ -97,9 +99,10 @@ def test_a_data_file_missing_on_the_server_is_named_as_it_resolved_there(
         tmp_path, sim, RE, catalog, files_per_series) -> None:
     """One data file (external link) or three (virtual dataset), the last one gone: the client
     gets a 404 naming the target as written and as the server resolved it, never zeros."""
-    sim.put("cam1:FWNImagesPerFile", 1 if files_per_series == 3 else 1000)
-    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/gone/")
-    (uid,) = RE(bp.count([eiger2], num=3))
+    # The FileWriter source writes a data file per point: 3 points of 1 frame, or 1 of 3.
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/gone/",
+                         file_source="file_writer", images_per_point=4 - files_per_series)
+    (uid,) = RE(bp.count([eiger2], num=files_per_series))
     images = catalog.runs[uid].primary["eiger2_image"]
     (master,) = master_files(images)
     gone = master.parent / data_file_name(master, files_per_series)

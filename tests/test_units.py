@@ -21,11 +21,17 @@ from id3c_eiger.geometry import (
     model_by_key,
 )
 from id3c_eiger.layout import (
+    ARRAY_ATTRIBUTES,
     DATA_DATASET,
+    DETECTOR_DATA,
+    EIGER_ATTRIBUTES,
+    ND_ATTRIBUTES,
     MasterLayout,
+    NDFile,
     check_compression,
     data_file_name,
     plan_parts,
+    read_metadata,
     series_stem,
 )
 from id3c_eiger.paths import PathTemplates
@@ -191,3 +197,32 @@ def test_write_directory_maps_back_to_its_date_and_read_directory(write, directo
     if when is not None:
         assert templates.expand(when).write.rstrip("/") == directory.rstrip("/")
         assert templates.expand(when).read.startswith("/mnt/eiger/")
+
+
+def test_an_ndfile_write_cut_short_keeps_each_frame_before_whole_with_its_attributes(
+        tmp_path: Path) -> None:
+    """NDFileHDF5's layout: a write fault at the third frame leaves two frames, each with its
+    NDAttributes, readable; the file refuses to be created twice."""
+    frames = np.arange(4 * 6 * 8, dtype=np.uint16).reshape(4, 6, 8)
+    path = tmp_path / "hdf1_000001.h5"
+    nd = NDFile(path, (6, 8), np.dtype(np.uint16), {}, store_attributes=True, swmr=True)
+
+    def chunk(k: int) -> bytes:
+        if k == 2:
+            raise OSError(28, "No space left on device")
+        return frames[k].tobytes()
+
+    values = [{spec.name: k for spec in (*EIGER_ATTRIBUTES, *ARRAY_ATTRIBUTES)} | {
+        "ColorMode": 0, "DetectorDescription": b"x", "DetectorSerialNumber": b"y",
+        "DetectorSoftwareVersion": b"z", "SensorMaterial": b"Si"} for k in range(4)]
+    with pytest.raises(OSError, match="No space"):
+        nd.append(4, chunk, 0, values)
+    nd.close()
+    with pytest.raises(FileExistsError):
+        NDFile(path, (6, 8), np.dtype(np.uint16), {}, store_attributes=True, swmr=False)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f[DATA_DATASET][()], frames[:2])
+        assert f[DATA_DATASET] == f[DETECTOR_DATA]
+        assert list(f[f"{ND_ATTRIBUTES}/NDArrayUniqueId"][()]) == [0, 1]
+        md = read_metadata(f)
+    assert (md["nimages"], md["bit_depth_image"], md["count_time"]) == (2, 16, 0.0)

@@ -27,8 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="id3c-eiger-sim",
         description="Simulated DECTRIS EIGER IOC (ADEiger cam1:, NDFileHDF5 HDF1:, ROI1:, "
-        "Stats1:, Stats2:, image1:, Pva1:) over Channel Access and PV Access, writing EIGER "
-        "master/data files.",
+        "Stats1:, Stats2:, image1:, Pva1:) over Channel Access and PV Access: the DCU's FileWriter "
+        "writes EIGER master/data files, HDF1: NDFileHDF5 single files.",
     )
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="PV prefix (default %(default)s)")
     parser.add_argument(

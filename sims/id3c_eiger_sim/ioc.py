@@ -15,7 +15,6 @@ import datetime
 import functools
 import logging
 import math
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -30,7 +29,7 @@ from caproto.server import PVGroup, SubGroup
 
 from id3c_eiger import __version__
 from id3c_eiger.geometry import HC_EV_ANGSTROM, DetectorModel
-from id3c_eiger.layout import MasterLayout, SeriesMetadata
+from id3c_eiger.layout import SeriesMetadata
 from id3c_eiger.records import records_for
 
 from .autosave import Autosave
@@ -41,7 +40,7 @@ from .frames import FrameGenerator, FramePool, FrameSettings, build_pool
 from .plugins import NDArray, Ports, PvaPlugin, ROIPlugin, StatsPlugin, StdArraysPlugin, plugin_group
 from .roots import DataRoots, FileTarget, PathRefused, check_file_name, expand_template
 from .surface import apply_disabled_fields, record_pv, surface_class, sync_readbacks
-from .writer import SeriesWriter, compression_filters
+from .writer import NDFileWriter, compression_filters
 
 log = logging.getLogger(__name__)
 
@@ -494,20 +493,22 @@ class _Capture:
 
     mode: str
     limit: int  # 0 = until stopped
-    target: FileTarget  # master and data directory, held open
-    writer: SeriesWriter | None = None
-    buffer: list[tuple[FrameSettings, range]] = field(default_factory=list)
+    target: FileTarget  # the file's directory, held open
+    writer: NDFileWriter | None = None
+    buffer: list[tuple[FrameSettings, range, int]] = field(default_factory=list)  # + unique id
     count: int = 0
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
-    def master_path(self) -> Path:
-        """The master file as clients see it (``FullFileName_RBV``)."""
+    def path(self) -> Path:
+        """The file as clients see it (``FullFileName_RBV``)."""
         return self.target.master_path
 
 
 class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
-    """``HDF1:``: NDFileHDF5 writing EIGER master/data files in Single, Capture or Stream mode."""
+    """``HDF1:``: NDFileHDF5 writing one file per capture in its default layout (no external
+    links), in Single, Capture or Stream mode; NDAttributes with ``StoreAttr``, SWMR with
+    ``SWMRMode``."""
 
     FilePath = record_pv(HDF["FilePath"])
     FileName = record_pv(HDF["FileName"])
@@ -522,7 +523,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         self._capture: _Capture | None = None
         self._lock = asyncio.Lock()
         self._primed: FrameSettings | None = None
-        self._last_frame: tuple[FrameSettings, int] | None = None
+        self._last_frame: tuple[FrameSettings, int, int] | None = None  # + its unique id
         self._array_counter = 0
         self._counters = Throttle(COUNTER_UPDATE_PERIOD)
 
@@ -581,40 +582,30 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         return clamped
 
     def _next_file(self) -> FileTarget:
-        """The master path and data directory of the next file, checked against the data roots
-        and held open from now on."""
+        """The path of the next file, its directory checked against the data roots and held
+        open from now on."""
         roots = self.ioc.roots
         directory = roots.prepare_directory(self.FilePath.value, self.CreateDirectory.value)
         name = check_file_name(self.FileName.value)
         full = expand_template(self.FileTemplate.value, f"{directory}/", name, self.FileNumber.value)
-        data_dir = directory
-        cam = self.ioc.cam
-        if cam.SaveFiles.value == "Enable":
-            data_dir = roots.prepare_directory(cam.FilePath.value, cam.CreateDirectory.value)
-        master_fd = roots.open_directory(directory)
-        try:
-            data_fd = master_fd if data_dir == directory else roots.open_directory(data_dir)
-        except PathRefused:
-            os.close(master_fd)
-            raise
-        return FileTarget(Path(full), data_dir, master_fd, data_fd)
+        fd = roots.open_directory(directory)
+        return FileTarget(Path(full), directory, fd, fd)
 
-    async def _file_done(self, master_path: Path) -> None:
-        await self.FullFileName_RBV.write(str(master_path))
+    async def _file_done(self, path: Path) -> None:
+        await self.FullFileName_RBV.write(str(path))
         if self.AutoIncrement.value == "Yes":
             number = self.FileNumber.value + 1
             await self.FileNumber.write(number)
             await self.FileNumber_RBV.write(number)
             self.ioc.save_settings()
 
-    def _new_writer(self, target: FileTarget, pool: FramePool) -> SeriesWriter:
-        cam = self.ioc.cam
-        return SeriesWriter(
+    def _new_writer(self, target: FileTarget, pool: FramePool) -> NDFileWriter:
+        return NDFileWriter(
             target=target,
             pool=pool,
-            frames_per_file=cam.FWNImagesPerFile.value,
-            layout=MasterLayout(cam.FWHDF5Format.value),
-            metadata=cam.series_metadata(pool.settings),
+            metadata=self.ioc.cam.series_metadata(pool.settings),
+            store_attributes=self.StoreAttr.value == "Yes",
+            swmr=self.SWMRMode.value == "On",
             faults=self.ioc.faults,
         )
 
@@ -655,15 +646,16 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
             if not frames:
                 return
         await self._prime(settings)
+        first_unique_id = self._array_counter + 1
         self._array_counter += len(frames)
-        self._last_frame = (settings, frames[-1])
+        self._last_frame = (settings, frames[-1], self._array_counter)
         capture = self._capture
         if capture is None:
             if self.FileWriteMode.value == "Single" and self.AutoSave.value == "Yes":
-                for index in frames:
-                    await self._write_single(settings, index)
+                for k, index in enumerate(frames):
+                    await self._write_single(settings, index, first_unique_id + k)
         else:
-            await self._capture_frames(capture, settings, frames)
+            await self._capture_frames(capture, settings, frames, first_unique_id)
         await self._update_counters(capture)
 
     async def _update_counters(self, capture: _Capture | None, force: bool = False) -> None:
@@ -679,7 +671,7 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
         await self._update_counters(self._capture, force=True)
 
     async def _capture_frames(self, capture: _Capture, settings: FrameSettings,
-                              frames: range) -> None:
+                              frames: range, first_unique_id: int) -> None:
         if capture.limit:
             frames = frames[: capture.limit - capture.count]
         try:
@@ -691,14 +683,15 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
                     if capture.writer is None:
                         await self._open_stream_file(capture, pool)
                     try:
-                        await self._in_writer_thread(capture.writer.write, pool, frames)
+                        await self._in_writer_thread(capture.writer.write, pool, frames,
+                                                     first_unique_id)
                     finally:
                         capture.count = capture.writer.n_frames
                 else:
-                    capture.buffer.append((settings, frames))
+                    capture.buffer.append((settings, frames, first_unique_id))
                     capture.count += len(frames)
         except (PathRefused, OSError) as err:
-            await self.report_error(f"capture to {capture.master_path} failed: {err}")
+            await self.report_error(f"capture to {capture.path} failed: {err}")
             await self._end_capture(capture)
             return
         if capture.limit and capture.count >= capture.limit:
@@ -707,21 +700,24 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
     async def _open_stream_file(self, capture: _Capture, pool: FramePool) -> None:
         """Open the capture's file, named in ``FullFileName_RBV`` from then on."""
         capture.writer = await self._in_writer_thread(self._new_writer, capture.target, pool)
-        await self.FullFileName_RBV.write(str(capture.master_path))
+        await self.FullFileName_RBV.write(str(capture.path))
+        await self.SWMRActive_RBV.write("Active" if self.SWMRMode.value == "On" else "Off")
 
     async def _in_writer_thread(self, func: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.ioc.writer_executor, func, *args)
 
-    async def _write_single(self, settings: FrameSettings, index: int) -> None:
+    async def _write_single(self, settings: FrameSettings, index: int, unique_id: int) -> None:
         target = self._next_file()
         try:
             pool = await self.ioc.pool(settings, self.filters())
 
             def write() -> None:
                 writer = self._new_writer(target, pool)
-                writer.write(pool, range(index, index + 1))
-                writer.close()
+                try:
+                    writer.write(pool, range(index, index + 1), unique_id)
+                finally:
+                    writer.close()
 
             async with self._lock:
                 await self._in_writer_thread(write)
@@ -785,15 +781,14 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
                 if capture.mode == "Capture" and capture.buffer:
                     await self._write_buffer(capture)
                 elif capture.writer is not None:
-                    writer = capture.writer
-                    metadata = self.ioc.cam.series_metadata(writer.pool.settings)
-                    await self._in_writer_thread(writer.close, metadata)
+                    await self._in_writer_thread(capture.writer.close)
                 if capture.writer is not None:
-                    await self._file_done(capture.master_path)
+                    await self._file_done(capture.path)
             except (PathRefused, OSError) as err:
-                await self.report_error(f"closing {capture.master_path} failed: {err}")
+                await self.report_error(f"closing {capture.path} failed: {err}")
             finally:
                 capture.target.close()
+                await self.SWMRActive_RBV.write("Off")
                 await self._update_counters(capture, force=True)
                 await self.Capture_RBV.write("Done")
                 await self.Capture.write("Done", verify_value=False)
@@ -801,14 +796,15 @@ class FilePluginPVs(surface_class("HDF1:", "FilePluginSurface")):
 
     async def _write_buffer(self, capture: _Capture) -> None:
         first_settings = capture.buffer[0][0]
-        pools = {s: await self.ioc.pool(s, self.filters()) for s, _ in capture.buffer}
-        cam = self.ioc.cam
+        pools = {s: await self.ioc.pool(s, self.filters()) for s, _, _ in capture.buffer}
 
-        def write() -> SeriesWriter:
+        def write() -> NDFileWriter:
             writer = self._new_writer(capture.target, pools[first_settings])
-            for settings, frames in capture.buffer:
-                writer.write(pools[settings], frames)
-            writer.close(cam.series_metadata(first_settings))
+            try:
+                for settings, frames, first_unique_id in capture.buffer:
+                    writer.write(pools[settings], frames, first_unique_id)
+            finally:
+                writer.close()
             return writer
 
         capture.writer = await self._in_writer_thread(write)

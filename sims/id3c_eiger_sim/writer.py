@@ -1,4 +1,7 @@
-"""Writes one series to disk: data files by direct chunk writes and the master that reaches them.
+"""The simulator's file writers: ``SeriesWriter`` for the DCU's DECTRIS series and
+``NDFileWriter`` for the ``HDF1:`` plugin's single file (layouts in ``id3c_eiger.layout``).
+
+A series goes to disk as data files by direct chunk writes and the master that reaches them.
 
 Frames arrive as indices into a ``FramePool`` of precompressed chunks, so writing costs no
 compression. Data files are SWMR files flushed after every batch (a reader opening the master with
@@ -23,7 +26,9 @@ import hdf5plugin
 
 from id3c_eiger.layout import (
     MasterLayout,
+    NDFile,
     SeriesMetadata,
+    camera_attributes,
     create_data_file,
     data_file_name,
     plan_parts,
@@ -55,6 +60,7 @@ def compression_filters(name: str, zlib_level: int = 6) -> dict[str, Any]:
     )
 
 
+EPICS_EPOCH = 631152000.0  # s: 1990-01-01 UTC, where EPICS time stamps start
 MASTER_REFRESH = 0.5  # s: while frames flow, the master is brought up to date this often
 
 
@@ -200,3 +206,62 @@ class SeriesWriter:
         self.metadata = replace(self.metadata, end_time=now)
         self._write_master()
         return self.n_frames
+
+
+class NDFileWriter:
+    """One ``HDF1:`` capture file in NDFileHDF5's default layout, written as frames arrive: no
+    links, NDAttributes with each frame (``StoreAttr``), readable while written with SWMR on."""
+
+    def __init__(self, target: FileTarget, pool: FramePool, metadata: SeriesMetadata,
+                 store_attributes: bool, swmr: bool, faults: Faults | None = None) -> None:
+        self.master_path = target.master_path  # the one file, as FullFileName_RBV names it
+        self.pool = pool
+        self.faults = faults or Faults()
+        self._camera = camera_attributes(metadata)
+        try:
+            self._file = NDFile(target.master_io, pool.frame_shape, pool.settings.dtype,
+                                dict(pool.filters), store_attributes, swmr)
+        except FileExistsError:
+            raise PathRefused(
+                f"{self.master_path} exists and NDFileHDF5 never overwrites a file here; set "
+                "another HDF1:FileName or FileNumber (AutoIncrement Yes moves it on)"
+            ) from None
+
+    @property
+    def n_frames(self) -> int:
+        """Frames in the file."""
+        return self._file.n_frames
+
+    def write(self, pool: FramePool, indices: range, first_unique_id: int = 1) -> None:
+        """Append the frames ``indices`` of ``pool`` (NDArray unique ids from
+        ``first_unique_id``); flushed before returning. A write fault (``OSError``) leaves the
+        frames before it written, flushed and counted."""
+        if (pool.settings.dtype != self.pool.settings.dtype or pool.filters != self.pool.filters
+                or pool.frame_shape != self.pool.frame_shape):
+            raise PathRefused(
+                f"frames changed from {self.pool.settings.dtype} to {pool.settings.dtype} (or "
+                "compression changed) during capture; stop the capture before changing "
+                "AcquireTime, AcquirePeriod or Compression"
+            )
+        faults = self.faults
+        if faults.write_delay:
+            time.sleep(faults.write_delay * len(indices))
+        now = time.time()
+        attributes = [{**self._camera, "NDArrayUniqueId": first_unique_id + k,
+                       "NDArrayTimeStamp": now - EPICS_EPOCH, "NDArrayEpicsTSSec":
+                       int(now - EPICS_EPOCH), "NDArrayEpicsTSnSec": int(now % 1 * 1e9),
+                       "ColorMode": 0} for k in range(len(indices))]
+
+        def chunk(k: int) -> bytes:
+            data = pool.chunk(indices[k])
+            faults.before_write(len(data))
+            return data
+
+        self._file.append(len(indices), chunk, pool.filter_mask, attributes)
+
+    def close(self, metadata: SeriesMetadata | None = None) -> int:
+        """Close the file; returns its frames (``metadata`` is unused: NDAttributes travel with
+        each frame)."""
+        n_frames = self.n_frames
+        self._file.close()
+        return n_frames

@@ -3,7 +3,7 @@
 ``Eiger2Detector`` is an ophyd-async ``AreaDetector``: ``Eiger2DriverIO`` declares the ADEiger
 PVs it uses (enum strings as the IOC serves them), and behaviour lives in three small logics:
 trigger (Internal Series, External Series, External Enable/Gate), acquire (arm, wait for idle,
-with timeouts) and data (HDF1 writing ``<uuid>_master.h5`` where the write path template
+with timeouts) and data (HDF1 writing ``<uuid>.h5`` where the write path template
 points, recorded by the read path template, as the classic ``id3c_eiger.devices`` device does).
 Its keyword arguments are the classic device's, so a devices file switches flavour in one line.
 Each step-scan point also reads the commonPlugins' numbers (Stats1 total of the frame, Stats2 net
@@ -167,8 +167,10 @@ class Eiger2DriverIO(ADBaseIO):
 
 
 class Eiger2HDF5IO(NDFileHDF5IO):
-    """``HDF1:``, with the write status and message, and the frames dropped before it."""
+    """``HDF1:``, with the write status and message, the frames dropped before it, and whether
+    it stores the camera's NDAttributes with each frame."""
 
+    store_attr: A[SignalRW[bool], PvSuffix.rbv("StoreAttr")]
     write_status: A[SignalR[str], PvSuffix("WriteStatus")]
     write_message: A[SignalR[str], PvSuffix("WriteMessage")]
     dropped_arrays: A[SignalR[int], PvSuffix("DroppedArrays_RBV")]
@@ -279,7 +281,7 @@ class Eiger2AcquireLogic(ADAcquireLogic):
 
 @dataclass
 class Eiger2HDFDataLogic(ADHDFDataLogic):
-    """HDF1 writing one master series per prepare, checked on both sides of the share."""
+    """HDF1 writing one NDFileHDF5 file per prepare, checked on both sides of the share."""
 
     path_provider: TemplatePathProvider
     writer: Eiger2HDF5IO
@@ -287,7 +289,8 @@ class Eiger2HDFDataLogic(ADHDFDataLogic):
     read_file: Path | None = None  # the file of the last prepare, where this host reads it
 
     async def prepare_unbounded(self, datakey_name: str) -> StreamableDataProvider:
-        await self.writer.compression.set(self.compression)
+        await asyncio.gather(self.writer.compression.set(self.compression),
+                             self.writer.store_attr.set(True))
         try:
             provider = await super().prepare_unbounded(datakey_name)
         except FileNotFoundError as err:  # the IOC says FilePathExists_RBV is No

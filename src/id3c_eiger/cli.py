@@ -73,10 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--devices", default=str(DEFAULT_DEVICES_FILE), help="devices file")
     demo.add_argument("--detector", default="eiger2", help="device name (default eiger2)")
     inspect = commands.add_parser("inspect", help="a master file's tree, links and metadata")
-    inspect.add_argument("master", help="path of a *_master.h5 file")
+    inspect.add_argument("master", help="path of a *_master.h5 file (or of an HDF1 file)")
     show = commands.add_parser("show", help="a PNG of one frame, or of frames summed, from a "
                                "master file or a run in Tiled")
-    show.add_argument("master", nargs="?", help="path of a *_master.h5 file (or give --tiled)")
+    show.add_argument("master", nargs="?", help="path of a *_master.h5 file or an HDF1 file (or "
+                      "give --tiled)")
     show.add_argument("--frames", type=_frames, default=range(0, 1), help="N or A:B (summed)")
     show.add_argument("--roi", type=_roi, help="Y0:Y1,X0:X1")
     show.add_argument("--vmax", type=float, help="top of the colour scale, in counts")
@@ -85,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     _tiled_options(show, "device whose <name>_image to draw (default: the run's first "
                    "detector with images)")
     doctor = commands.add_parser("doctor", help="check every hop; PASS or FAIL with the fix")
-    doctor.add_argument("--master", help="check this master file alone (no IOC, no Tiled)")
+    doctor.add_argument("--master", help="check this master (or HDF1) file alone (no IOC, no "
+                        "Tiled)")
     doctor.add_argument("--devices", default=str(DEFAULT_DEVICES_FILE),
                         help="devices file naming the detector (default configs/devices.yml)")
     doctor.add_argument("--timeout", type=float, default=2.0, help="s to wait for each PV")

@@ -1,9 +1,10 @@
 """The EIGER2 500K as a classic ophyd area detector: an EIGER2 camera, an HDF5 plugin, and the
 numbers of each point from the commonPlugins (Stats1 on the frame, Stats2 on ROI1).
 
-Each stage writes one master file (``<uid>_000000_master.h5``) plus data files beside it, in the
-directory the write path template names; the Resource records the master by its *read* path, so
-Tiled and Bluesky open it where they mount the same directory. Stage refuses, before any
+Each stage writes one series in the directory the write path template names (``file_source``
+``hdf5_plugin``: HDF1's single file ``<uid>_000000.h5``; ``file_writer``: the DCU's master and data
+files, downloaded); the Resource records the file (the master) by its *read* path, so Tiled and
+Bluesky open it where they mount the same directory. Stage refuses, before any
 exposure, a write path the IOC cannot use and a read path this host cannot read. Every point and
 unstage check the IOC's own account (``health``): a point whose frames did not all reach the file
 fails with the IOC's message, a dead IOC within the trigger timeout, and unstage always leaves the
@@ -45,10 +46,10 @@ from .file_writer import (
 )
 from .geometry import DATA_TYPE_BY_BITS, EIGER2_500K, Roi, check_images_per_point, check_roi
 from .health import RECONNECT_TIMEOUT, DetectorError, HealthReading, check, check_errors, not_responding
-from .layout import DATA_DATASET, FIRST_THRESHOLD, MASTER_SUFFIX, check_compression
+from .layout import DATA_DATASET, FIRST_THRESHOLD, check_compression
 from .paths import READ_PATH_GRACE, ExpandedPaths, PathTemplates, ReadPathError, WritePathError
 
-MASTER_TEMPLATE = f"%s%s_%6.6d{MASTER_SUFFIX}.h5"  # (path, name, number), DECTRIS-style name
+FILE_TEMPLATE = "%s%s_%6.6d.h5"  # (path, name, number): ADCore's default FileTemplate
 SIGNAL_TIMEOUT = 10.0  # s: every put-and-readback of a stage or unstage
 TRIGGER_MARGIN = 10.0  # s: a trigger may take this long beyond NumImages x AcquirePeriod
 
@@ -112,7 +113,7 @@ class Eiger2Cam(EigerDetectorCam):
 
 class _FrameStore:
     """What both file sources share: the directory of a stage, checked on both sides of the share
-    before any frame; the Resource of the master by its read path; the image's data key.
+    before any frame; the Resource of the file by its read path; the image's data key.
 
     The host class has ``create_directory``, ``file_path``, ``file_path_exists`` and an
     ``in_use`` flag: the store of the other file source stays idle (its settings only).
@@ -144,10 +145,11 @@ class _FrameStore:
         return paths
 
     @property
-    def master_read_path(self) -> Path:
-        """The master file of the current stage, where this host and Tiled read it."""
+    def recorded_read_path(self) -> Path:
+        """The file the Resource records (the HDF1 file, or the FileWriter's master), where this
+        host and Tiled read it."""
         if self._fn is None:
-            raise RuntimeError(f"{self.name} is not staged: no master file yet")
+            raise RuntimeError(f"{self.name} is not staged: no file yet")
         return Path(self._fn)
 
     def _resource(self, frames_per_point: int) -> None:
@@ -184,8 +186,8 @@ class _LazyOpenHDF5Plugin(HDF5Plugin_V34):
 
 
 class Eiger2HDF5Plugin(_FrameStore, FileStoreHDF5IterativeWrite, _LazyOpenHDF5Plugin):
-    """``HDF1:`` writing one master/data series per stage, recorded by its read path (the
-    ``hdf5_plugin`` file source).
+    """``HDF1:`` writing one NDFileHDF5 file per stage, recorded by its read path (the
+    ``hdf5_plugin`` file source), with the camera's NDAttributes and SWMR on.
 
     ``LazyOpen`` makes the plugin take frame size and type from the first frame, so it needs no
     priming; if the IOC does not honour it and the plugin was never primed, stage says so.
@@ -214,7 +216,9 @@ class Eiger2HDF5Plugin(_FrameStore, FileStoreHDF5IterativeWrite, _LazyOpenHDF5Pl
                 ("enable", "Enable"),
                 ("lazy_open", "Yes"),
                 ("auto_increment", "No"),  # the name is unique per stage; the number stays 0
-                ("file_template", MASTER_TEMPLATE),
+                ("file_template", FILE_TEMPLATE),
+                ("store_attr", "Yes"),  # the camera's NDAttributes with each frame
+                ("swmr_mode", "On"),  # readable (by Tiled, by the doctor) while written
             ]
         )
 
@@ -226,13 +230,13 @@ class Eiger2HDF5Plugin(_FrameStore, FileStoreHDF5IterativeWrite, _LazyOpenHDF5Pl
         paths = self._open_directory(self.write_message)
         return name, paths.read, paths.write
 
-    def wait_for_master(self, timeout: float = READ_PATH_GRACE) -> Path:
-        """Wait until the master the IOC wrote shows at the read path; else ``ReadPathError``.
+    def wait_for_file(self, timeout: float = READ_PATH_GRACE) -> Path:
+        """Wait until the file the IOC writes shows at the read path; else ``ReadPathError``.
 
         A read path that exists but is a different directory from the write path passes the
         stage checks; this catches it after the first frames, before the scan goes on.
         """
-        path = self.master_read_path
+        path = self.recorded_read_path
         deadline = time.monotonic() + timeout
         while not path.exists():
             if time.monotonic() > deadline:
@@ -259,7 +263,7 @@ class Eiger2HDF5Plugin(_FrameStore, FileStoreHDF5IterativeWrite, _LazyOpenHDF5Pl
     def unstage(self) -> list[object]:
         if not self.in_use:
             return Device.unstage(self)
-        # Ending the capture makes the IOC write the master with the real frame count.
+        # Ending the capture closes the file.
         self.capture.set(0, timeout=SIGNAL_TIMEOUT).wait(SIGNAL_TIMEOUT)
         return super().unstage()
 
@@ -457,7 +461,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self.roi: Roi | None = None
         if region is not None:
             self.set_roi(*region)
-        self._master_checked = False
+        self._file_checked = False
         self._trigger_timeout = TRIGGER_MARGIN
         self.download_timeout = DOWNLOAD_TIMEOUT  # s: a full file reaches the read path
         self._frames_taken = 0  # frames the points so far asked for
@@ -486,7 +490,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self.roi = region
 
     def stage(self) -> list[object]:
-        self._master_checked = False
+        self._file_checked = False
         self._frames_taken = self._frames_confirmed = 0
         self._failure = None
         # Every channel the device uses, made now and waited for with 30 s of patience: a
@@ -679,9 +683,9 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         """The point's readings; at the stage's first point first the check that the HDF1 file
         shows at the read path, so a ``ReadPathError`` reaches the plan itself, before a second
         point is taken (the FileWriter source's points wait for their downloads there)."""
-        if self.store is self.hdf1 and not self._master_checked:
-            self.hdf1.wait_for_master()
-            self._master_checked = True
+        if self.store is self.hdf1 and not self._file_checked:
+            self.hdf1.wait_for_file()
+            self._file_checked = True
         return super().read()
 
     def trigger(self) -> DeviceStatus:

@@ -325,8 +325,12 @@ def check_master_file(path: str | os.PathLike[str]) -> Iterator[Hop]:
         return
     per_trigger = report.metadata.get("nimages", "?")
     triggers = report.metadata.get("ntrigger", "?")
-    yield Hop("master file", True, f"{path} is an EIGER master ({per_trigger} images per trigger "
-                                   f"x {triggers} triggers)")
+    if report.single_file:
+        yield Hop("master file", True, f"{path} is an HDF1 (NDFileHDF5) file of {per_trigger} "
+                                       "frames")
+    else:
+        yield Hop("master file", True, f"{path} is an EIGER master ({per_trigger} images per "
+                                       f"trigger x {triggers} triggers)")
     broken = [link for link in report.links if link.status != "OK"]
     if broken:
         for link in broken:
@@ -342,7 +346,8 @@ def check_master_file(path: str | os.PathLike[str]) -> Iterator[Hop]:
                       f"{target.link} ({target.kind}) -> {target.target!r}: {link.status}: "
                       f"{link.detail}.{hint}")
         return
-    yield Hop("links", True, f"{len(report.links)} link(s) resolve and their filters are here")
+    yield Hop("links", True, "none: the frames are in the file" if report.single_file else
+              f"{len(report.links)} link(s) resolve and their filters are here")
     try:
         with open_master(path) as master:
             shape = frame_images(master[DATA_DATASET], 0).shape

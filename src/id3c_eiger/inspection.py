@@ -1,4 +1,5 @@
-"""A master file as a reader sees it: its tree, where each link leads here, and the NXmx metadata.
+"""A recorded file as a reader sees it: its tree, where each link leads here, and its metadata.
+A DECTRIS master reaches its frames by links; an ``HDF1:`` NDFileHDF5 file holds them (no links).
 
 ``inspect_master(path)`` is ``f.visit(print)`` made useful: each dataset's shape, dtype and
 compression; each external link or virtual-dataset source with its target as written, the path it
@@ -22,6 +23,7 @@ from .layout import (
     check_file,
     check_target,
     data_members,
+    is_ndfile,
     link_targets,
     read_metadata,
 )
@@ -31,7 +33,8 @@ KEY_METADATA = ("description", "nimages", "ntrigger", "count_time", "frame_time"
 
 
 class MasterFileError(ValueError):
-    """A path that is not a readable EIGER master file; the message says what it is instead."""
+    """A path that is neither a readable EIGER master file nor an HDF1 file; the message says
+    what it is instead."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class MasterReport:
     datasets: list[DatasetInfo] = field(default_factory=list)
     links: list[LinkReport] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    single_file: bool = False  # an HDF1 (NDFileHDF5) file: the frames are in it, no links
 
     @property
     def ok(self) -> bool:
@@ -63,7 +67,8 @@ class MasterReport:
 
 
 def open_master(path: str | os.PathLike[str]) -> h5py.File:
-    """Open ``path`` as an EIGER master file, or raise ``MasterFileError`` naming the problem."""
+    """Open ``path`` as an EIGER master file or an HDF1 (NDFileHDF5) file, or raise
+    ``MasterFileError`` naming the problem."""
     path = Path(path)
     if not path.exists():
         raise MasterFileError(f"{path} does not exist; give the path of a *_master.h5 file")
@@ -79,13 +84,13 @@ def open_master(path: str | os.PathLike[str]) -> h5py.File:
     problem = None
     if not data_members(master):
         problem = f"it has no {DATA_GROUP}/data* member"
-    elif not link_targets(master):
+    elif not link_targets(master) and not is_ndfile(master):
         problem = f"its {DATA_GROUP}/data* hold frames themselves (a data file), not links"
     if problem:
         master.close()
         raise MasterFileError(
             f"{path} is an HDF5 file but not an EIGER master: {problem}; give the *_master.h5 "
-            "file of the series"
+            "file of the series (or the HDF1 plugin's file)"
         )
     return master
 
@@ -121,6 +126,7 @@ def inspect_master(path: str | os.PathLike[str]) -> MasterReport:
 
         master.visit_links(visit)
         report.metadata = {k: v for k, v in read_metadata(master).items() if k in KEY_METADATA}
+        report.single_file = is_ndfile(master)
         targets = link_targets(master)
     report.links = [LinkReport(t, *check_target(path, t)) for t in targets]
     return report
@@ -131,7 +137,7 @@ def format_report(report: MasterReport) -> str:
     lines = [f"{report.path}"]
     lines += [f"  {d.path}  shape={d.shape} dtype={d.dtype} compression={d.compression}"
               for d in report.datasets]
-    lines.append("links:")
+    lines.append("links:" if report.links else "links: none (the frames are in this file)")
     for link in report.links:
         t = link.target
         lines.append(f"  {t.link} ({t.kind}) -> {t.target}:{t.dataset}")

@@ -17,8 +17,6 @@ from urllib.parse import quote
 
 from ophyd_async.core import FilenameProvider, PathInfo, UUIDFilenameProvider
 
-from .layout import MASTER_SUFFIX
-
 
 class PathTemplateError(ValueError):
     """A path template breaks a rule; the message names the template, the rule and the fix."""
@@ -171,7 +169,7 @@ class PathTemplates:
 class TemplatePathProvider:
     """An ophyd-async ``PathProvider`` from the same templates as the classic device.
 
-    Each call expands both templates at one instant: the IOC writes ``<uuid>_master.h5`` in the
+    Each call expands both templates at one instant: the IOC writes ``<uuid>.h5`` in the
     write directory, and the StreamResource records its ``file://`` URI under the read directory.
     ``last`` keeps the expansion so the detector can check the read side after the IOC made it.
     """
@@ -191,7 +189,7 @@ class TemplatePathProvider:
         paths = self.last = self.templates.expand()
         return PathInfo(
             directory_path=PurePosixPath(paths.write),
-            filename=self.filename_provider(datakey_name) + MASTER_SUFFIX,
+            filename=self.filename_provider(datakey_name),
             create_dir_depth=self.create_directory_depth,
             directory_uri="file://localhost" + quote(paths.read),
         )

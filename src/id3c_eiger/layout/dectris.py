@@ -1,4 +1,4 @@
-"""The layout of DECTRIS-style master and data files, defined once for writers and readers.
+"""The DECTRIS master/data pair (the detector's FileWriter), defined once for writers and readers.
 
 A series is one master file plus data files named ``<stem>_data_000001.h5``, ... beside it (or in
 another directory). Each data file holds ``/entry/data/data``, one frame per chunk, with
@@ -30,7 +30,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .records import records_for
+from ..records import records_for
 
 DATA_GROUP = "/entry/data"
 DATA_DATASET = "/entry/data/data"  # in every data file; in a v2024.2 master
