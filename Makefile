@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    install into .venv, then run the demo (simulator + embedded Tiled + bp.count +
 #               a picture + the doctor)
-#   make test   install into .venv, then lint and run the test suite
+#   make test   install into .venv (and PostgreSQL, for the deployment tests), then lint and
+#               run the test suite
 # make sim starts the simulated EIGER2 IOC alone, for your own client.
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DATA_ROOT ?= /tmp/id3c-eiger-data
 
-.PHONY: run sim test install benchmark clean
+.PHONY: run sim test install benchmark clean postgresql
 
 install: $(STAMP)
 
@@ -26,9 +27,14 @@ sim: $(STAMP)
 	mkdir -p $(DATA_ROOT)
 	$(BIN)/id3c-eiger-sim --data-root $(DATA_ROOT)
 
-test: $(STAMP)
+test: $(STAMP) postgresql
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The deployment tests run a real PostgreSQL server (Debian's package), started by the suite.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y --no-install-recommends postgresql
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulator.py

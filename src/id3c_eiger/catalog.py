@@ -9,6 +9,7 @@ runs live in a container with the ``CatalogOfBlueskyRuns`` spec.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,65 @@ RUNS_SPEC = Spec("CatalogOfBlueskyRuns", version="3.0")
 
 class CatalogError(RuntimeError):
     """The catalog cannot be reached or does not hold Bluesky runs."""
+
+
+class TiledUnreachable(CatalogError):
+    """Nothing answers at the Tiled URI."""
+
+
+class TiledKeyRefused(CatalogError):
+    """The Tiled server answers but refuses the API key."""
+
+
+class TiledCatalogDown(CatalogError):
+    """The Tiled server answers but cannot read its catalog (its database is down)."""
+
+
+PROBE_TIMEOUT = 5.0  # s for each of the two requests that tell the server's state apart
+
+
+def probe_server(uri: str, api_key: str | None, timeout: float = PROBE_TIMEOUT) -> None:
+    """Tell apart, in two requests without Tiled's client retries (about 45 s on a 500): nothing
+    answering, a refused API key, and a server whose catalog database is down; raise the one
+    found, named with its fix. Returns when the server reads its catalog with this key."""
+    base = uri.rstrip("/")
+    headers = {"Authorization": f"Apikey {api_key}"} if api_key else {}
+    try:
+        httpx.get(f"{base}/api/v1/", timeout=timeout).raise_for_status()
+    except httpx.TransportError as err:
+        raise TiledUnreachable(
+            f"nothing answers at {uri} ({type(err).__name__}: {err}). Fix: start the Tiled server "
+            "(systemctl start tiled, or tiled serve config ...), or correct the host and port"
+        ) from err
+    except httpx.HTTPStatusError as err:
+        raise TiledUnreachable(f"{uri} answers {err.response.status_code}, not as a Tiled "
+                               "server. Fix: give the Tiled server's URI (http://host:8000)"
+                               ) from err
+    try:
+        response = httpx.get(f"{base}/api/v1/metadata/", headers=headers, timeout=timeout)
+    except httpx.TransportError as err:
+        raise TiledUnreachable(f"{uri} stopped answering ({err}). Fix: look at the server's "
+                               "log (journalctl -u tiled)") from err
+    if response.status_code in (401, 403):
+        raise TiledKeyRefused(
+            f"the Tiled server at {uri} refuses the API key ({response.status_code}: "
+            f"{_response_detail(response)}). Fix: give the server's key (--api-key, or "
+            "$TILED_API_KEY), the value of TILED_SINGLE_USER_API_KEY where it runs")
+    if response.status_code >= 500:
+        raise TiledCatalogDown(
+            f"the Tiled server at {uri} answers but cannot read its catalog "
+            f"({response.status_code}: {_response_detail(response)}): its catalog database is "
+            "down or unreachable. Fix: start the database (systemctl start postgresql) or "
+            "correct the catalog uri in the server's configuration, then look at the server's "
+            "log (journalctl -u tiled)")
+
+
+def _response_detail(response: httpx.Response) -> str:
+    """The reason a Tiled server gave in an error response (its JSON ``detail``), or the text."""
+    try:
+        return str(response.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
 
 
 class UnresolvedLinkError(OSError):
@@ -157,10 +217,7 @@ class EigerArrayClient(ArrayClient):
 
 def _detail(err: ClientError) -> str:
     """The reason a Tiled server gave for an error response."""
-    try:
-        return str(err.response.json()["detail"])
-    except (ValueError, KeyError, TypeError):
-        return str(err)
+    return _response_detail(err.response)
 
 
 def _structure_clients() -> dict[str, Any]:
@@ -256,6 +313,8 @@ def open_catalog(
             FramewiseHDF5Adapter.confined_to(storage))
         uri, api_key = server.uri, None
     try:
+        if server is None:
+            probe_server(uri, api_key or os.environ.get("TILED_API_KEY"))
         try:
             root = from_uri(uri, api_key=api_key, structure_clients=_structure_clients())
         except Exception as err:

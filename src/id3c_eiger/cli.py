@@ -1,8 +1,8 @@
 """The ``id3c-eiger`` command: run the demo, look at EIGER frames, and diagnose the chain.
 
 Each subcommand is also a Python function (``demo.run_demo``, ``inspection.inspect_master``,
-``plotting.plot_frame``, ``doctor.check_chain``). A problem is one line on stderr naming the value
-and the fix, and a non-zero exit status; never a traceback.
+``plotting.plot_frame``, ``doctor.check_chain``, ``deploy.tiled_config``). A problem is one line
+on stderr naming the value and the fix, and a non-zero exit status; never a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +14,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .config import DEFAULT_DEVICES_FILE
+from .deploy import (
+    API_KEY_VARIABLE,
+    DEFAULT_PORT,
+    config_text,
+    server_environment,
+    systemd_unit,
+    tiled_config,
+)
 from .doctor import DEFAULT_DETECTOR, STREAM, Hop, check_chain, check_master_file, check_runs
 from .inspection import format_report, inspect_master
 from .plotting import FrameImage, frame_from_master, frame_from_run, plot_frame
@@ -100,7 +108,36 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--tiled", required=True, metavar="URI", help="Tiled server")
     replay.add_argument("--api-key", help="Tiled API key (default: $TILED_API_KEY)")
     replay.add_argument("--spool", help="spool directory (default ~/.local/state/id3c-eiger/spool)")
+    config = commands.add_parser("tiled-config", help="the Tiled server's configuration (and "
+                                 "systemd unit) for the detectors of a devices file")
+    config.add_argument("--devices", default=str(DEFAULT_DEVICES_FILE), help="devices file")
+    config.add_argument("--database", required=True, metavar="URI",
+                        help="catalog database, postgresql://USER:PASSWORD@HOST:PORT/DB")
+    config.add_argument("--writable", required=True, metavar="DIR",
+                        help="directory where the server keeps the arrays TiledWriter creates")
+    config.add_argument("--tables", metavar="URI", help="SQL database for tables (default: the "
+                        "catalog's)")
+    config.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    config.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8000)")
+    config.add_argument("--output", default="tiled-config.yml", help="configuration file to write")
+    config.add_argument("--systemd", metavar="FILE", help="also write a systemd unit running it")
     return parser
+
+
+def _tiled_config(args: argparse.Namespace) -> int:
+    config = tiled_config(args.devices, args.database, args.writable, tables=args.tables,
+                          host=args.host, port=args.port)
+    output = Path(args.output)
+    output.write_text(config_text(config))
+    print(f"wrote {output}; start the server with:")
+    environment = " ".join(f"{k}={v}" for k, v in server_environment(config).items())
+    print(f"  {API_KEY_VARIABLE}=<alphanumeric key> {environment} tiled serve config {output}")
+    if args.systemd:
+        Path(args.systemd).write_text(systemd_unit(output.resolve(), config))
+        print(f"wrote {args.systemd}: install it in /etc/systemd/system, put "
+              f"{API_KEY_VARIABLE}=<key> in /etc/tiled/api-key.env (mode 600), then "
+              "systemctl enable --now tiled")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -208,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _show(args)
         if args.command == "replay":
             return _replay(args)
+        if args.command == "tiled-config":
+            return _tiled_config(args)
         return _doctor(args)
     except KeyboardInterrupt:
         print("id3c-eiger: interrupted; processes stopped", file=sys.stderr)
