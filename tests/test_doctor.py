@@ -216,6 +216,7 @@ def test_tiled_that_refuses_and_a_run_that_does_not_exist(counted, catalog, caps
     status, out, _ = run(capsys, "doctor", "--devices", str(devices), "--tiled", refused)
     (line,) = failing(out)
     assert status == EXIT_FAIL and line.startswith("FAIL  Tiled answers") and refused in line
+    assert "nothing answers" in line and "start the Tiled server" in line
     status, out, _ = run(capsys, "doctor", "--devices", str(devices), "--tiled", catalog.uri,
                          "--run", "0000000-no-such-run")
     (line,) = failing(out)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse, urlsplit
 
 import httpx
 from bluesky import RunEngine
@@ -56,7 +56,10 @@ def probe_server(uri: str, api_key: str | None, timeout: float = PROBE_TIMEOUT) 
     """Tell apart, in two requests without Tiled's client retries (about 45 s on a 500): nothing
     answering, a refused API key, and a server whose catalog database is down; raise the one
     found, named with its fix. Returns when the server reads its catalog with this key."""
-    base = uri.rstrip("/")
+    parsed = urlsplit(uri)  # http://host:8000, .../api/v1, or with ?api_key= as Tiled prints it
+    api_key = api_key or parse_qs(parsed.query).get("api_key", [None])[0]
+    prefix = parsed.path.split("/api/v1")[0].rstrip("/")  # a server behind a path prefix
+    base = f"{parsed.scheme}://{parsed.netloc}{prefix}"
     headers = {"Authorization": f"Apikey {api_key}"} if api_key else {}
     try:
         httpx.get(f"{base}/api/v1/", timeout=timeout).raise_for_status()
