@@ -85,19 +85,36 @@ def _stop_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
 
 
+def ioc_host_command(command: list[str], share: Path, mount_point: Path) -> list[str]:
+    """``command`` run as on an IOC host of its own (Linux, root): in a private mount namespace
+    where the ``share`` directory appears only at ``mount_point`` (on a tmpfs over its first
+    directory, e.g. ``/mnt``) and ``share``'s own path shows an empty directory. Writes through
+    ``mount_point`` land in ``share``; a client using either path on the other side fails."""
+    top = Path(*mount_point.parts[:2])
+    script = (f'mount -t tmpfs ioc-host "{top}" && mkdir -p "{mount_point}" && '
+              f'mount --bind "{share}" "{mount_point}" && mount -t tmpfs hidden "{share}" && '
+              'exec "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "ioc-host",
+            *command]
+
+
 def start_simulator(prefix: str, port: int, roots: list[Path], *, seed: int = 0,
                     user: str | None = None, extra: tuple[str, ...] = (),
-                    dcu_root: Path | None = None,
+                    dcu_root: Path | None = None, ioc_host: tuple[Path, Path] | None = None,
                     timeout: float = START_TIMEOUT) -> SimulatorProcess:
     """Start ``python -m id3c_eiger_sim`` serving ``prefix`` on loopback ``port`` and return once
     it is ready; raises ``SimulatorStartError`` (and stops it) after ``timeout`` seconds. Its
-    DCU disk is ``dcu_root`` (default: a new temporary directory of its own)."""
+    DCU disk is ``dcu_root`` (default: a new temporary directory of its own). With ``ioc_host``
+    (share, mount point) it runs as on a host of its own (``ioc_host_command``); ``roots`` are
+    then as that host sees them."""
     pva_port = free_port()
     dcu_root = dcu_root or Path(tempfile.mkdtemp(prefix="id3c-eiger-dcu-"))
     cmd = [sys.executable, "-m", "id3c_eiger_sim", "--prefix", prefix, "--port", str(port),
            "--pva-port", str(pva_port), "--dcu-root", str(dcu_root), "--seed", str(seed), *extra]
     for root in roots:
         cmd += ["--data-root", str(root)]
+    if ioc_host is not None:
+        cmd = ioc_host_command(cmd, *ioc_host)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
     # A session of its own: Ctrl-C in a terminal reaches the caller, which stops it in order.
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
