@@ -37,6 +37,7 @@ postgresql:
 		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y --no-install-recommends postgresql
 
 benchmark: $(STAMP)
+	$(BIN)/python benchmarks/bench_channel_access.py
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_classic_device.py
 	$(BIN)/python benchmarks/bench_async_device.py

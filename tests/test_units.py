@@ -226,3 +226,38 @@ def test_an_ndfile_write_cut_short_keeps_each_frame_before_whole_with_its_attrib
         assert list(f[f"{ND_ATTRIBUTES}/NDArrayUniqueId"][()]) == [0, 1]
         md = read_metadata(f)
     assert (md["nimages"], md["bit_depth_image"], md["count_time"]) == (2, 16, 0.0)
+
+
+def test_the_simulators_channel_access_sends_replies_at_once(monkeypatch) -> None:
+    """TCP_NODELAY on each client connection, as an IOC's rsrv sets it (without it a reply
+    waited ~40 ms on loopback for Nagle and the client's delayed ACK)."""
+    import socket
+
+    from caproto.server import PVGroup, pvproperty
+
+    from id3c_eiger_sim.ca_server import NoDelayContext
+    from id3c_eiger_sim.process import free_port
+
+    class One(PVGroup):
+        value = pvproperty(value=0)
+
+    monkeypatch.setenv("EPICS_CA_SERVER_PORT", str(free_port()))
+
+    async def connect_and_look() -> int:
+        context = NoDelayContext(One(prefix="NODELAY:").pvdb, ["127.0.0.1"])
+        server = asyncio.create_task(context.run())
+        try:
+            while not context.tcp_sockets:  # bound
+                await asyncio.sleep(0.01)
+            _, writer = await asyncio.open_connection("127.0.0.1", context.port)
+            while not context.circuits:
+                await asyncio.sleep(0.01)
+            (circuit,) = context.circuits
+            accepted = circuit.client.writer.get_extra_info("socket")
+            option = accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            writer.close()
+            return option
+        finally:
+            server.cancel()
+
+    assert asyncio.run(asyncio.wait_for(connect_and_look(), 10)) != 0

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from id3c_eiger.geometry import MODELS, model_by_key
 
+from .ca_server import run
 from .faults import FAULTS, parse_fault
 from .ioc import ARM_TIME, DISARM_TIME, EigerIOC
 from .plugins import pva_server_config
@@ -170,12 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    from caproto.asyncio.server import run
-
     try:
         run(ioc.pvdb, interfaces=interfaces, startup_hook=ready)
-    except KeyboardInterrupt:
-        pass
     finally:
         ioc.pva1.close()
         ioc.writer_executor.shutdown(wait=True)
