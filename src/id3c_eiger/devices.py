@@ -448,7 +448,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
             self.hdf1.in_use = False
             self.hdf1.stage_sigs.clear()
             self.hdf1.stage_sigs["enable"] = "Disable"
-        else:  # the DCU idle: its disk would fill for nobody; HDF1's files have relative links
+        else:  # the DCU idle: its disk would fill for nobody; HDF1 writes the one file
             self.file_writer.in_use = False
             self.file_writer.stage_sigs.clear()
             self.file_writer.stage_sigs.update([("enable", "Disable"), ("save_files", "Disable")])
