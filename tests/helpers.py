@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the compression filters for h5py)
+import httpx
 import numpy as np
 import yaml
 
@@ -204,3 +207,26 @@ def master_frames(master: Path) -> np.ndarray:
     where the data have a threshold axis (what the devices record)."""
     with h5py.File(master, "r", swmr=True) as f:
         return frame_images(f[DATA_DATASET], slice(None))
+
+
+TILED_START_TIMEOUT = 60.0  # s for a tiled serve process to answer
+
+
+def start_tiled(arguments: list[str], uri: str, log: Path,
+                env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``tiled <arguments>`` (a serve command) with its output appended to ``log``; returns once
+    ``uri`` answers, else RuntimeError with the log's end."""
+    tiled = str(Path(sys.executable).with_name("tiled"))
+    with open(log, "a") as output:
+        process = subprocess.Popen([tiled, *arguments], stdout=output, stderr=subprocess.STDOUT,
+                                   env=env)
+    deadline = time.monotonic() + TILED_START_TIMEOUT
+    while True:
+        try:
+            httpx.get(f"{uri}/api/v1/", timeout=1).raise_for_status()
+            return process
+        except httpx.HTTPError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tiled {arguments[0]} did not answer on {uri}: "
+                                   f"{log.read_text()[-2000:]}") from None
+            time.sleep(0.2)

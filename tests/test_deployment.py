@@ -13,20 +13,19 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import bluesky.plans as bp
-import httpx
 import numpy as np
 import pytest
 import yaml
 
-from helpers import CLASSIC, Sim, expected_frames, load_eiger2
+from helpers import CLASSIC, Sim, expected_frames, load_eiger2, start_tiled
 from id3c_eiger import cli
 from id3c_eiger.catalog import (
+    Catalog,
     TiledCatalogDown,
     TiledKeyRefused,
     TiledUnreachable,
@@ -37,7 +36,6 @@ from id3c_eiger.deploy import API_KEY_VARIABLE, server_environment
 from id3c_eiger.doctor import check_chain
 
 API_KEY = "deploy3idc"
-START_TIMEOUT = 60.0
 
 
 def _free_port() -> int:
@@ -105,21 +103,8 @@ class TiledService:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        tiled = str(Path(sys.executable).with_name("tiled"))
-        with open(self.config.with_name("server.log"), "a") as log:
-            self.process = subprocess.Popen([tiled, "serve", "config", str(self.config)],
-                                            stdout=log, stderr=subprocess.STDOUT,
-                                            env=self.environment)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                httpx.get(f"{self.uri}/api/v1/", timeout=1).raise_for_status()
-                return
-            except httpx.HTTPError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    log_text = self.config.with_name("server.log").read_text()[-2000:]
-                    raise RuntimeError(f"tiled serve config did not answer: {log_text}") from None
-                time.sleep(0.2)
+        self.process = start_tiled(["serve", "config", str(self.config)], self.uri,
+                                   self.config.with_name("server.log"), self.environment)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -157,6 +142,19 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, data_root: Path, ioc):
         postgres.remove()
 
 
+def _count(tiled: TiledService, sim: Sim, tmp_path: Path, points: int) -> tuple[Catalog, str]:
+    """A classic count through the FileWriter, written to the deployed server: (catalog, uid)."""
+    from bluesky import RunEngine
+
+    catalog = open_catalog(tiled.uri, api_key=API_KEY)
+    RE = RunEngine({}, call_returns_result=False)
+    catalog.subscribe(RE, spool_directory=tmp_path / "spool")
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/%Y/%m/%d/",
+                         file_source="file_writer")
+    (uid,) = RE(bp.count([eiger2], num=points))
+    return catalog, uid
+
+
 def test_the_generated_configuration_serves_runs_from_postgresql(deployment, sim: Sim,
                                                                   tmp_path: Path) -> None:
     postgres, tiled, _ = deployment
@@ -166,14 +164,7 @@ def test_the_generated_configuration_serves_runs_from_postgresql(deployment, sim
     assert args["writable_storage"][1] == postgres.uri  # tables in SQL, arrays in a directory
     unit = (tiled.config.parent.parent / "tiled.service").read_text()
     assert f"serve config {tiled.config}" in unit and "ID3C_EIGER_READABLE_STORAGE=" in unit
-    from bluesky import RunEngine
-
-    catalog = open_catalog(tiled.uri, api_key=API_KEY)
-    RE = RunEngine({}, call_returns_result=False)
-    catalog.subscribe(RE, spool_directory=tmp_path / "spool")
-    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/%Y/%m/%d/",
-                         file_source="file_writer")
-    (uid,) = RE(bp.count([eiger2], num=3))
+    catalog, uid = _count(tiled, sim, tmp_path, 3)
     images = catalog.runs[uid].primary["eiger2_image"]
     (master,) = master_files(images)
     np.testing.assert_array_equal(images[2], expected_frames(master, range(2, 3))[0])
@@ -195,14 +186,7 @@ def _tiled_hop(devices: Path, uri: str, api_key: str) -> str:
 def test_the_doctor_names_key_database_and_server_each_and_runs_survive_restarts(
         deployment, sim: Sim, tmp_path: Path) -> None:
     postgres, tiled, _ = deployment
-    catalog = open_catalog(tiled.uri, api_key=API_KEY)
-    from bluesky import RunEngine
-
-    RE = RunEngine({}, call_returns_result=False)
-    catalog.subscribe(RE, spool_directory=tmp_path / "spool")
-    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/%Y/%m/%d/",
-                         file_source="file_writer")
-    (uid,) = RE(bp.count([eiger2], num=2))
+    catalog, uid = _count(tiled, sim, tmp_path, 2)
     before = catalog.runs[uid].primary["eiger2_image"][1]
     catalog.close()
     devices = tmp_path / "devices.yml"  # the count's own, so the doctor's IOC hops pass
@@ -211,25 +195,18 @@ def test_the_doctor_names_key_database_and_server_each_and_runs_survive_restarts
     with pytest.raises(TiledKeyRefused):
         open_catalog(tiled.uri, api_key="wrongkey")
     assert _tiled_hop(devices, tiled.uri, API_KEY).startswith("PASS")
-    # The catalog database down: named as such, not as the server or the key.
-    postgres.stop()
-    try:
-        hop = _tiled_hop(devices, tiled.uri, API_KEY)
-        assert hop.startswith("FAIL") and "catalog database is down" in hop, hop
-        with pytest.raises(TiledCatalogDown):
-            open_catalog(tiled.uri, api_key=API_KEY)
-    finally:
-        postgres.start()
-    assert _tiled_hop(devices, tiled.uri, API_KEY).startswith("PASS")
-    # The server down: named, with the start command.
-    tiled.stop()
-    try:
-        hop = _tiled_hop(devices, tiled.uri, API_KEY)
-        assert hop.startswith("FAIL") and "nothing answers" in hop, hop
-        with pytest.raises(TiledUnreachable):
-            open_catalog(tiled.uri, api_key=API_KEY)
-    finally:
-        tiled.start()
+    # The catalog database down: named as such, not as the server or the key; then the server.
+    for part, named, error in ((postgres, "catalog database is down", TiledCatalogDown),
+                               (tiled, "nothing answers", TiledUnreachable)):
+        part.stop()
+        try:
+            hop = _tiled_hop(devices, tiled.uri, API_KEY)
+            assert hop.startswith("FAIL") and named in hop, hop
+            with pytest.raises(error):
+                open_catalog(tiled.uri, api_key=API_KEY)
+        finally:
+            part.start()
+        assert _tiled_hop(devices, tiled.uri, API_KEY).startswith("PASS")
     # After both restarts the earlier run reads, frame for frame.
     with open_catalog(tiled.uri, api_key=API_KEY) as catalog:
         np.testing.assert_array_equal(catalog.runs[uid].primary["eiger2_image"][1], before)

@@ -7,22 +7,19 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import bluesky.plans as bp
-import httpx
 import numpy as np
 import pytest
 
-from helpers import CLASSIC, Sim, load_eiger2, master_frames
+from helpers import CLASSIC, Sim, load_eiger2, master_frames, start_tiled
 from id3c_eiger import cli
 from id3c_eiger.catalog import master_files, open_catalog
 from id3c_eiger.spool import RunSpooledWarning, replay
 
 API_KEY = "secret"
-START_TIMEOUT = 60.0
 
 
 class TiledProcess:
@@ -38,23 +35,12 @@ class TiledProcess:
 
     def start(self) -> None:
         database = self.directory / "catalog.db"
-        command = [str(Path(sys.executable).with_name("tiled")), "serve", "catalog", str(database),
-                   "-w", str(self.directory / "writable"),
-                   "-w", f"sqlite:///{self.directory / 'tables.db'}", "-r", str(self.readable),
-                   "--api-key", API_KEY, "--port", str(self.port)]
+        arguments = ["serve", "catalog", str(database), "-w", str(self.directory / "writable"),
+                     "-w", f"sqlite:///{self.directory / 'tables.db'}", "-r", str(self.readable),
+                     "--api-key", API_KEY, "--port", str(self.port)]
         if not database.exists():
-            command.append("--init")
-        with open(self.directory / "server.log", "a") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                httpx.get(f"{self.uri}/api/v1/", timeout=1).raise_for_status()
-                return
-            except httpx.HTTPError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"tiled serve did not answer on {self.uri}") from None
-                time.sleep(0.2)
+            arguments.append("--init")
+        self.process = start_tiled(arguments, self.uri, self.directory / "server.log")
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
