@@ -212,9 +212,10 @@ def test_an_ndfile_write_cut_short_keeps_each_frame_before_whole_with_its_attrib
             raise OSError(28, "No space left on device")
         return frames[k].tobytes()
 
-    values = [{spec.name: k for spec in (*EIGER_ATTRIBUTES, *ARRAY_ATTRIBUTES)} | {
-        "ColorMode": 0, "DetectorDescription": b"x", "DetectorSerialNumber": b"y",
-        "DetectorSoftwareVersion": b"z", "SensorMaterial": b"Si"} for k in range(4)]
+    values = {spec.name: list(range(4)) for spec in (*EIGER_ATTRIBUTES, *ARRAY_ATTRIBUTES)} | {
+        name: [b"x"] * 4 for name in ("DetectorDescription", "DetectorSerialNumber",
+                                      "DetectorSoftwareVersion", "SensorMaterial")} | {
+        "ColorMode": [0] * 4}
     with pytest.raises(OSError, match="No space"):
         nd.append(4, chunk, 0, values)
     nd.close()

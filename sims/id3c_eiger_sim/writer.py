@@ -23,6 +23,7 @@ from typing import Any
 
 import h5py
 import hdf5plugin
+import numpy as np
 
 from id3c_eiger.layout import (
     MasterLayout,
@@ -246,18 +247,19 @@ class NDFileWriter:
         faults = self.faults
         if faults.write_delay:
             time.sleep(faults.write_delay * len(indices))
-        now = time.time()
-        attributes = [{**self._camera, "NDArrayUniqueId": first_unique_id + k,
-                       "NDArrayTimeStamp": now - EPICS_EPOCH, "NDArrayEpicsTSSec":
-                       int(now - EPICS_EPOCH), "NDArrayEpicsTSnSec": int(now % 1 * 1e9),
-                       "ColorMode": 0} for k in range(len(indices))]
+        n, now = len(indices), time.time()
+        attributes = {name: [value] * n for name, value in self._camera.items()}
+        attributes |= {"NDArrayUniqueId": np.arange(first_unique_id, first_unique_id + n),
+                       "NDArrayTimeStamp": [now - EPICS_EPOCH] * n,
+                       "NDArrayEpicsTSSec": [int(now - EPICS_EPOCH)] * n,
+                       "NDArrayEpicsTSnSec": [int(now % 1 * 1e9)] * n, "ColorMode": [0] * n}
 
         def chunk(k: int) -> bytes:
             data = pool.chunk(indices[k])
             faults.before_write(len(data))
             return data
 
-        self._file.append(len(indices), chunk, pool.filter_mask, attributes)
+        self._file.append(n, chunk, pool.filter_mask, attributes)
 
     def close(self, metadata: SeriesMetadata | None = None) -> int:
         """Close the file; returns its frames (``metadata`` is unused: NDAttributes travel with

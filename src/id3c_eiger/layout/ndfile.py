@@ -149,10 +149,11 @@ class NDFile:
         return self.data.shape[0]
 
     def append(self, n: int, chunk: Callable[[int], bytes], mask: int,
-               attributes: list[dict[str, Any]]) -> int:
+               attributes: dict[str, Any]) -> int:
         """Append ``n`` precompressed frames (``chunk(k)`` gives the k-th, with filter ``mask``)
-        and their NDAttribute values; flushed before returning. An OSError partway keeps the
-        frames before it, counted; returns the frames appended."""
+        and their NDAttributes (by name: ``n`` values each); flushed before returning. An OSError
+        partway keeps the frames before it, each with its attributes; returns the frames
+        appended."""
         start = self.n_frames
         frame_shape = self.data.shape[1:]
         self.data.resize((start + n, *frame_shape))
@@ -167,7 +168,7 @@ class NDFile:
             for name, dataset in self.attributes.items():
                 dataset.resize((start + written,))
                 if written:
-                    dataset[start:] = [values[name] for values in attributes[:written]]
+                    dataset[start:] = attributes[name][:written]
             self.file.flush()
         return written
 
