@@ -1,6 +1,7 @@
 """The deployed Tiled server, for real: PostgreSQL 15 from Debian's packages on loopback, a
 ``tiled serve config`` process with the configuration ``id3c-eiger tiled-config`` generates, a
-count through it read back equal to the generator's frames; the doctor names the server down, a
+classic count and an ophyd-async fly scan of 3000 frames through it read back equal to the
+generator's frames; the doctor names the server down, a
 wrong API key and the catalog database down, each fixed and PASSing again, and every run still
 reads after PostgreSQL and Tiled restart."""
 
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import CLASSIC, Sim, expected_frames, load_eiger2, start_tiled
+from helpers import ASYNC, CLASSIC, Sim, expected_frames, load_eiger2, start_tiled
 from id3c_eiger import cli
 from id3c_eiger.catalog import (
     Catalog,
@@ -169,6 +170,32 @@ def test_the_generated_configuration_serves_runs_from_postgresql(deployment, sim
     (master,) = master_files(images)
     np.testing.assert_array_equal(images[2], expected_frames(master, range(2, 3))[0])
     assert catalog.runs[uid].metadata["stop"]["exit_status"] == "success"
+    catalog.close()
+
+
+def test_an_async_fly_scan_of_thousands_of_frames_reads_back_through_postgresql(
+        deployment, sim: Sim, tmp_path: Path) -> None:
+    """The other flavour and the other kind of plan: 3000 frames at 2222 Hz from the DCU (three
+    data files, a virtual-dataset master) through the PostgreSQL-backed server."""
+    from bluesky import RunEngine
+    from ophyd_async.core import TriggerInfo
+
+    from id3c_eiger.geometry import EIGER2_500K
+    from id3c_eiger.plans import fly_frames
+
+    _, tiled, _ = deployment
+    catalog = open_catalog(tiled.uri, api_key=API_KEY)
+    RE = RunEngine({}, call_returns_result=False)
+    catalog.subscribe(RE, spool_directory=tmp_path / "spool")
+    eiger2 = load_eiger2(ASYNC, tmp_path, sim, f"{sim.directory}/%Y/%m/%d/",
+                         file_source="file_writer")
+    livetime = EIGER2_500K.min_period_16bit - EIGER2_500K.dead_time
+    (uid,) = RE(fly_frames(eiger2, TriggerInfo(number_of_events=3000, livetime=livetime)))
+    images = catalog.runs[uid].primary["eiger2_image"]
+    assert images.shape == (3000, 512, 1028)
+    (master,) = master_files(images)
+    for index in (0, 1500, 2999):  # one frame from each data file
+        np.testing.assert_array_equal(images[index], expected_frames(master, [index])[0])
     catalog.close()
 
 
