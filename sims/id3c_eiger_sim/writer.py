@@ -215,7 +215,7 @@ class NDFileWriter:
 
     def __init__(self, target: FileTarget, pool: FramePool, metadata: SeriesMetadata,
                  store_attributes: bool, swmr: bool, faults: Faults | None = None) -> None:
-        self.master_path = target.master_path  # the one file, as FullFileName_RBV names it
+        self.path = target.master_path  # the one file, as FullFileName_RBV names it
         self.pool = pool
         self.faults = faults or Faults()
         self._camera = camera_attributes(metadata)
@@ -224,7 +224,7 @@ class NDFileWriter:
                                 dict(pool.filters), store_attributes, swmr)
         except FileExistsError:
             raise PathRefused(
-                f"{self.master_path} exists and NDFileHDF5 never overwrites a file here; set "
+                f"{self.path} exists and NDFileHDF5 never overwrites a file here; set "
                 "another HDF1:FileName or FileNumber (AutoIncrement Yes moves it on)"
             ) from None
 
@@ -261,9 +261,9 @@ class NDFileWriter:
 
         self._file.append(n, chunk, pool.filter_mask, attributes)
 
-    def close(self, metadata: SeriesMetadata | None = None) -> int:
-        """Close the file; returns its frames (``metadata`` is unused: NDAttributes travel with
-        each frame)."""
+    def close(self) -> int:
+        """Close the file; returns its frames (the settings travel with each frame, as
+        NDAttributes, so nothing is rewritten at the end)."""
         n_frames = self.n_frames
         self._file.close()
         return n_frames

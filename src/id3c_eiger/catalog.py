@@ -191,7 +191,8 @@ class EigerArrayClient(ArrayClient):
         except ClientError as err:
             if err.response.status_code == 404:  # the server named the link it cannot follow
                 masters = ", ".join(map(str, master_files(self)))
-                raise UnresolvedLinkError(masters, [], server=_detail(err)) from err
+                raise UnresolvedLinkError(masters, [], server=_response_detail(err.response)
+                                          ) from err
             if err.response.status_code == 403:
                 raise  # the server's refusal, named (outside its readable storage)
             self._raise_if_unresolved(err)
@@ -216,11 +217,6 @@ class EigerArrayClient(ArrayClient):
                 raise UnresolvedLinkError(str(master), [problem]) from err
             if problems:
                 raise UnresolvedLinkError(str(master), problems) from err
-
-
-def _detail(err: ClientError) -> str:
-    """The reason a Tiled server gave for an error response."""
-    return _response_detail(err.response)
 
 
 def _structure_clients() -> dict[str, Any]:

@@ -18,10 +18,10 @@ from typing import Any
 import yaml
 
 from .config import check_devices_file
-from .tiled_adapter import HDF5_MIMETYPE, READABLE_STORAGE_VARIABLE
+from .tiled_adapter import HDF5_MIMETYPE, READABLE_STORAGE_VARIABLE, FramewiseHDF5Adapter
 
 API_KEY_VARIABLE = "TILED_SINGLE_USER_API_KEY"
-ADAPTER = "id3c_eiger.tiled_adapter:FramewiseHDF5Adapter"
+ADAPTER = f"{FramewiseHDF5Adapter.__module__}:{FramewiseHDF5Adapter.__qualname__}"  # importable
 DEFAULT_PORT = 8000
 
 
