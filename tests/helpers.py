@@ -153,10 +153,10 @@ class Sim:
         self.put("HDF1:Capture", "Done")
         return Path(self.text("HDF1:FullFileName_RBV"))
 
-    def series(self, n_images: int, timeout: float = 20.0, **cam: Any) -> Path:
+    def series(self, n_images: int, **cam: Any) -> Path:
         """One FileWriter series of ``n_images`` frames per trigger: the DCU writes it, the IOC
-        downloads it into this test's directory; returns the downloaded master once it is there
-        (the master comes last)."""
+        downloads it into this test's directory; returns the downloaded master. As with ADEiger,
+        ``Acquire`` is Done only once every file is downloaded."""
         prefix = self.text("HDF1:FileName")[:40]
         for key, value in {"FilePath": str(self.directory), "FWEnable": "Enable",
                            "SaveFiles": "Enable", "FWNamePattern": f"{prefix}_$id",
@@ -164,7 +164,7 @@ class Sim:
             self.put(f"cam1:{key}", value)
         self.put("cam1:Acquire", "Acquire", timeout=120)
         master = self.directory / f"{prefix}_{self.get('cam1:SequenceId')}_master.h5"
-        self.wait_for("cam1:FullFileName_RBV", master, timeout)
+        assert master.exists(), f"Acquire is Done but {master} was not downloaded"
         return master
 
 
@@ -200,6 +200,21 @@ def load_eiger2(flavour: str, tmp_path: Path, sim: Sim, write: str, read: str | 
     path = tmp_path / "devices.yml"
     path.write_text(yaml.safe_dump({flavour: [entry]}))
     return load_devices(path).devices["eiger2"]
+
+
+FASTEST_16BIT = EIGER2_500K.min_period_16bit - EIGER2_500K.dead_time  # livetime at 2222 Hz
+
+
+def fly_through_file_writer(tmp_path: Path, sim: Sim, RE: Any, write: str, frames: int) -> str:
+    """An ophyd-async fly scan of ``frames`` at 2.2 kHz through the FileWriter: one series, one
+    master, 1000 frames per data file (more than 1000: a virtual dataset); the run's uid."""
+    from ophyd_async.core import TriggerInfo
+
+    from id3c_eiger.plans import fly_frames
+
+    eiger2 = load_eiger2(ASYNC, tmp_path, sim, write, file_source="file_writer")
+    (uid,) = RE(fly_frames(eiger2, TriggerInfo(number_of_events=frames, livetime=FASTEST_16BIT)))
+    return uid
 
 
 def master_frames(master: Path) -> np.ndarray:

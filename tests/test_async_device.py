@@ -15,7 +15,7 @@ import pytest
 from bluesky.utils import FailedStatus
 from ophyd_async.core import DetectorTrigger, TriggerInfo, init_devices
 
-from helpers import ASYNC, Sim, expected_frames, load_eiger2, master_frames
+from helpers import ASYNC, FASTEST_16BIT, Sim, expected_frames, load_eiger2, master_frames
 from id3c_eiger.async_devices import AcquisitionTimeout
 from id3c_eiger.catalog import master_files
 from id3c_eiger.geometry import EIGER2_500K, TimingError
@@ -24,8 +24,6 @@ from id3c_eiger.paths import ReadPathError, WritePathError
 from id3c_eiger.plans import fly_frames
 from id3c_eiger.progress import show_frame_progress
 from id3c_eiger.trigger_source import PulseTrain, SoftwareTriggerSource
-
-FASTEST_16BIT = EIGER2_500K.min_period_16bit - EIGER2_500K.dead_time  # livetime at 2222 Hz
 
 
 def make_eiger2(tmp_path: Path, sim: Sim, write: str, read: str | None = None, **extra):

@@ -122,7 +122,7 @@ def test_a_second_acquire_while_busy_is_ignored(sim: Sim) -> None:
     sim.put("cam1:AcquirePeriod", 0.01)
     thread = threading.Thread(target=sim.put, args=("cam1:Acquire", "Acquire"))
     thread.start()
-    sim.wait_for("cam1:DetectorState_RBV", "Acquire")
+    sim.wait_for("cam1:StatusMessage_RBV", "Acquiring")  # frames flow for 0.5 s
     sim.put("cam1:Acquire", "Acquire", timeout=5)  # answered at once
     assert "already running" in sim.text("cam1:StatusMessage_RBV")
     thread.join(30)

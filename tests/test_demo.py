@@ -59,14 +59,16 @@ def test_demo_counts_reads_draws_and_diagnoses(tmp_path, detector) -> None:
     out = result.stdout
     assert f'cat[-1].primary["{detector}_image"]: shape (3, 512, 1028)' in out
     doctor = [line.strip() for line in out.splitlines() if line.strip()[:4] in ("PASS", "FAIL")]
-    assert len(doctor) == 14 and all(line.startswith("PASS") for line in doctor)
+    assert len(doctor) == 15 and all(line.startswith("PASS") for line in doctor)
     assert any(line.startswith("PASS  DCU FileWriter") for line in doctor)  # file_writer source
     assert "Traceback" not in result.stderr
     # The picture is frame 0: 512 x 1028 inside the axes, masked pixels magenta.
     pixels = matplotlib.image.imread(tmp_path / f"{detector}_frame0.png")[..., :3]
     assert np.all(np.isclose(pixels, MASK_COLOUR, atol=0.02), axis=-1).sum() > 50
-    (master,) = sorted((tmp_path / "data").rglob("*_master.h5"))
-    assert f"master file: {master}" in out
+    masters = sorted((tmp_path / "data").rglob("*_master.h5"),
+                     key=lambda m: int(m.name.removesuffix("_master.h5").rpartition("_")[2]))
+    assert len(masters) == 3 and f"3 master files, one per point: {masters[0]} ..." in out
+    master = masters[0]  # frame 0's
     expected = expected_frames(master, range(1))[0]
     with h5py.File(master, "r") as f:
         np.testing.assert_array_equal(frame_images(f[DATA_DATASET], 0), expected)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import ASYNC, CLASSIC, Sim, expected_frames, load_eiger2
+from helpers import ASYNC, CLASSIC, Sim, expected_frames, fly_through_file_writer, load_eiger2
 from id3c_eiger.catalog import master_files
 from id3c_eiger.cli import EXIT_ERROR, EXIT_FAIL, main
 from id3c_eiger.config import load_devices
@@ -26,13 +26,14 @@ from id3c_eiger_sim.process import free_port
 
 CHAIN = ["devices file", "IOC answers", "DCU FileWriter", "write path", "IOC can write", "read path",
          "Tiled answers", "run in Tiled", "frames in the run", "data source", "master file",
-         "links", "frame decodes", "Tiled frame 0"]
+         "links", "frame decodes", "other masters", "Tiled frame 0"]
 
 
 @pytest.fixture
 def counted(tmp_path, sim, RE) -> tuple[Path, str]:
     """A 2-point classic count into ``<sim dir>/%Y/%m/%d`` through the FileWriter, as
-    configs/devices.yml has it (a master linking its data file): (devices file, run uid)."""
+    configs/devices.yml has it (a series per point: a master linking its data file):
+    (devices file, run uid)."""
     eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/%Y/%m/%d/",
                          file_source="file_writer")
     (uid,) = RE(bp.count([eiger2], num=2))
@@ -79,12 +80,10 @@ def test_every_hop_passes_on_a_good_run(counted, catalog, capsys) -> None:
 
 def test_a_virtual_dataset_master_passes_with_its_read_cost_named(tmp_path, sim, RE, catalog,
                                                                    capsys) -> None:
-    """Three frames over three data files: the master's frames are a virtual dataset. The embedded
-    server reads it frame by frame; for a server reached by URI the doctor cannot see its
-    adapter, so it names the stock adapter's cost and the one to configure."""
-    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/vds/",
-                         file_source="file_writer")  # a data file per point
-    (uid,) = RE(bp.count([eiger2], num=3))
+    """A fly scan's 1500 frames over two data files: the master's frames are a virtual dataset.
+    The embedded server reads it frame by frame; for a server reached by URI the doctor cannot
+    see its adapter, so it names the stock adapter's cost and the one to configure."""
+    uid = fly_through_file_writer(tmp_path, sim, RE, f"{sim.directory}/vds/", 1500)
     devices = tmp_path / "devices.yml"
     hops = list(check_chain(devices, catalog=catalog, run=uid))
     assert all(hop.passed for hop in hops) and hops[-1].name == "Tiled frame 0"
@@ -93,7 +92,7 @@ def test_a_virtual_dataset_master_passes_with_its_read_cost_named(tmp_path, sim,
                          "--run", uid)
     last = out.splitlines()[-1]
     assert status == 0 and last.startswith("PASS  Tiled frame 0")
-    assert "reads all 3 frames for each slice" in last
+    assert "reads all 1500 frames for each slice" in last
     assert "id3c_eiger.tiled_adapter:FramewiseHDF5Adapter" in last
 
 
@@ -244,11 +243,11 @@ def test_data_outside_tileds_readable_storage_is_named(tmp_path, sim, RE, catalo
 
 def test_missing_data_file_of_a_run_stops_at_links(counted, catalog) -> None:
     devices, uid = counted
-    (master,) = master_files(catalog.runs[uid].primary["eiger2_image"])
+    master = master_files(catalog.runs[uid].primary["eiger2_image"])[1]  # the second point's
     os.remove(master.parent / data_file_name(master, 1))
     hops = list(check_chain(devices, catalog=catalog, run=uid))
     assert [h.name for h in hops][-1] == "links" and not hops[-1].passed
-    assert data_file_name(master, 1) in hops[-1].detail
+    assert master.name in hops[-1].detail and data_file_name(master, 1) in hops[-1].detail
 
 
 def test_missing_virtual_source_is_named_with_the_zeros_warning(sim: Sim) -> None:
@@ -274,6 +273,6 @@ def test_show_draws_frames_of_a_run_in_tiled(counted, catalog, tmp_path, capsys)
     assert status == 0 and f"run {uid[:8]}" in out and "frames 0..1 summed" in out
     pixels = matplotlib.image.imread(png)[..., :3]
     assert np.all(np.isclose(pixels, MASK_COLOUR, atol=0.02), axis=-1).sum() > 50
-    (master,) = master_files(catalog.runs[uid].primary["eiger2_image"])
+    master = master_files(catalog.runs[uid].primary["eiger2_image"])[1]
     np.testing.assert_array_equal(catalog.runs[uid].primary["eiger2_image"][1],
                                   expected_frames(master, range(1, 2))[0])

@@ -1,10 +1,10 @@
 """The detector's own FileWriter (DCU) and the IOC's downloads (SaveFiles), over real CA: series
 named by FWNamePattern and SequenceId on the DCU disk, files as DECTRIS cuts them, downloaded
-into cam1:FilePath with the master last, FilePerms and FWAutoRemove, and the bad cases."""
+into cam1:FilePath in ADEiger's order (the master, written at arm, first; Acquire Done once all
+are there), FilePerms and FWAutoRemove, and the bad cases."""
 
 from __future__ import annotations
 
-import os
 import stat
 import time
 from pathlib import Path
@@ -31,7 +31,7 @@ def fw(sim: Sim, ioc: SimulatorProcess) -> tuple[Sim, Path, Path]:
 
 
 def acquire(sim: Sim, n_images: int, n_triggers: int = 1, per_file: int = 100) -> int:
-    """One internal series; returns its sequence id."""
+    """One internal series, until Acquire is Done (every file downloaded); its sequence id."""
     for key, value in {"NumImages": n_images, "NumTriggers": n_triggers, "AcquireTime": 0.001,
                        "AcquirePeriod": 0.002, "FWNImagesPerFile": per_file}.items():
         sim.put(f"cam1:{key}", value)
@@ -39,18 +39,14 @@ def acquire(sim: Sim, n_images: int, n_triggers: int = 1, per_file: int = 100) -
     return sim.get("cam1:SequenceId")
 
 
-def downloaded_master(sim: Sim, name: str, timeout: float = 10.0) -> Path:
-    """Wait (bounded) until the IOC has downloaded the master of series ``name``."""
-    deadline = time.monotonic() + timeout
-    while not sim.text("cam1:FullFileName_RBV").endswith(f"{name}_master.h5"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{name}_master.h5 not downloaded in {timeout} s: "
-                               f"{sim.text('cam1:StatusMessage_RBV')}")
-        time.sleep(0.05)
-    return Path(sim.text("cam1:FullFileName_RBV"))
+def downloaded_master(sim: Sim, name: str) -> Path:
+    """The master of series ``name`` in cam1:FilePath, there once Acquire is Done."""
+    master = Path(sim.text("cam1:FilePath_RBV")) / f"{name}_master.h5"
+    assert master.exists(), f"{master} not downloaded: {sim.text('cam1:StatusMessage_RBV')}"
+    return master
 
 
-def test_a_series_is_cut_as_the_dcu_cuts_it_and_downloaded_master_last(fw) -> None:
+def test_a_series_is_cut_as_the_dcu_cuts_it_and_downloaded_master_first(fw) -> None:
     sim, dcu, downloads = fw
     first = acquire(sim, 60, n_triggers=2)  # ADEiger's own example: 60 x 2, 100 per file
     name = f"{sim.directory.name[:40]}_{first}"
@@ -62,8 +58,10 @@ def test_a_series_is_cut_as_the_dcu_cuts_it_and_downloaded_master_last(fw) -> No
         with h5py.File(downloads / data_file, "r") as f:
             assert f[DATA_DATASET].shape == (count, 1, 512, 1028)  # v2024.2: a threshold axis
             assert f[DATA_DATASET].chunks == (1, 1, 512, 1028)
-    # the master arrives last: when a reader sees it, every file it links is there
-    assert all(os.stat(downloads / n).st_mtime_ns <= master.stat().st_mtime_ns for n in on_dcu)
+    # ADEiger's order: the master, then the data files in order
+    times = [(downloads / n).stat().st_mtime_ns for n in (on_dcu[2], on_dcu[0], on_dcu[1])]
+    assert times == sorted(times)
+    assert sim.text("cam1:FullFileName_RBV") == str(downloads / f"{name}_data_000002.h5")
     with h5py.File(master, "r") as f:
         md = read_metadata(f)
         vds = f[DATA_DATASET].virtual_sources()
@@ -75,6 +73,41 @@ def test_a_series_is_cut_as_the_dcu_cuts_it_and_downloaded_master_last(fw) -> No
     assert frames.shape == (120, 512, 1028)
     np.testing.assert_array_equal(frames[[0, 119]], expected_frames(master, [0, 119]))
     assert acquire(sim, 1) == first + 1  # a new sequence id at every arm
+
+
+def test_the_master_is_written_at_arm_for_every_frame_asked_and_downloaded_first(fw) -> None:
+    """Armed for External Series triggers, before any frame: the master is on the DCU and in
+    FilePath, claiming nimages x ntrigger; the data files follow the triggers, and Acquire stays
+    busy ("Processing files") until the IOC has them all."""
+    sim, dcu, downloads = fw
+    for key, value in {"TriggerMode": "External Series", "NumImages": 3, "NumTriggers": 2,
+                       "AcquireTime": 0.001, "AcquirePeriod": 0.002,
+                       "FWNImagesPerFile": 2}.items():
+        sim.put(f"cam1:{key}", value)
+    sim.put("cam1:Acquire", "Acquire", wait=False)
+    sim.wait_for("cam1:Armed", "Armed")
+    name = f"{sim.directory.name[:40]}_{sim.get('cam1:SequenceId')}"
+    master = downloads / f"{name}_master.h5"
+    deadline = time.monotonic() + 5
+    while not master.exists():
+        assert time.monotonic() < deadline, "the master was not downloaded while armed"
+        time.sleep(0.02)
+    assert not list(downloads.glob(f"{name}_data_*"))  # no frame yet
+    assert (dcu / f"{name}_master.h5").exists() and not list(dcu.glob(f"{name}_data_*"))
+    with h5py.File(master, "r") as f:
+        md = read_metadata(f)
+        assert f[DATA_DATASET].shape[0] == 6
+        assert {s.file_name for s in f[DATA_DATASET].virtual_sources()} == {
+            f"{name}_data_00000{n}.h5" for n in (1, 2, 3)}
+    assert (md["nimages"], md["ntrigger"]) == (3, 2)
+    for _ in range(2):
+        sim.put("cam1:Trigger", 1)
+    sim.wait_for("cam1:StatusMessage_RBV", "Processing files", timeout=5)  # ADEiger's 0.5 s
+    assert sim.text("cam1:AcquireBusy") == "Acquiring"
+    sim.wait_for("cam1:AcquireBusy", "Done", timeout=10)
+    assert sorted(p.name for p in downloads.glob(f"{name}_data_*")) == [
+        f"{name}_data_00000{n}.h5" for n in (1, 2, 3)]
+    np.testing.assert_array_equal(master_frames(master), expected_frames(master, range(6)))
 
 
 def test_threshold2_adds_a_second_image_to_every_v2024_2_frame(fw) -> None:

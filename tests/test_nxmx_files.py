@@ -6,6 +6,7 @@ judged by the NSLS-II AD_HDF5 handler, silx and fabio."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,14 +54,37 @@ def test_types_and_counts_are_dectris_s(master: Path) -> None:
         assert f["/entry/data"].attrs["NX_class"] == b"NXdata"
 
 
+# punx reports a field of an application definition that is absent as an ERROR even where the
+# definition makes it optional. A DECTRIS master is written at arm, before the series ends, so
+# it has end_time_estimated and no end_time (NXmx: minOccurs 0): that line alone is allowed,
+# while the NXDL punx reads keeps end_time optional.
+OPTIONAL_BY_NXDL = "NXDL field                   NXmx:end_time not found"
+
+
+def nxdl_min_occurs(field: str) -> str:
+    """``minOccurs`` of an NXentry field in the NXmx definitions punx validates against."""
+    import punx
+
+    values = set()
+    for nxdl in Path(punx.__file__).parent.glob("cache/*/applications/NXmx.nxdl.xml"):
+        match = re.search(rf'<field name="{field}"[^>]*minOccurs="(\d+)"', nxdl.read_text())
+        values.add(match.group(1) if match else "1")
+    return ",".join(sorted(values))
+
+
 def test_nexus_validation_against_nxmx_finds_no_error(master: Path) -> None:
     punx = Path(sys.executable).with_name("punx")
     result = subprocess.run([punx, "validate", str(master)], capture_output=True, text=True,
                             timeout=120)
-    errors = [line for line in result.stdout.splitlines() if " ERROR " in line]
+    errors = [line for line in result.stdout.splitlines()
+              if " ERROR " in line and OPTIONAL_BY_NXDL not in line]
+    assert not errors, "\n".join(errors)
     summary = [line for line in result.stdout.splitlines() if line.startswith("ERROR ")]
-    assert summary and summary[0].split()[1] == "0", "\n".join(errors) or result.stdout[-2000:]
+    assert summary and summary[0].split()[1] in ("0", "1"), result.stdout[-2000:]
+    assert nxdl_min_occurs("end_time") == "0"  # optional in every definition punx holds
     assert "NXmx:" in result.stdout  # validated against the application definition
+    with h5py.File(master, "r") as f:
+        assert "end_time_estimated" in f["/entry"] and "end_time" not in f["/entry"]
 
 
 def test_the_nxmx_reader_finds_the_geometry_the_settings_put_there(master: Path,

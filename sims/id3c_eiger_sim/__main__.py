@@ -14,6 +14,7 @@ from pathlib import Path
 from id3c_eiger.geometry import MODELS, model_by_key
 
 from .ca_server import run
+from .dcu import FW_SETTLE
 from .faults import FAULTS, parse_fault
 from .ioc import ARM_TIME, DISARM_TIME, EigerIOC
 from .plugins import pva_server_config
@@ -59,6 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--disarm-time", type=float, default=DISARM_TIME, metavar="S",
                         help="seconds from the last frame to AcquireBusy Done "
                         "(default %(default)s)")
+    parser.add_argument("--fw-settle-time", type=float, default=FW_SETTLE, metavar="S",
+                        help="seconds the IOC waits, once the FileWriter leaves 'acquire', before "
+                        "collecting the series' downloads and ending the acquisition (default "
+                        "%(default)s, ADEiger's; each FileWriter arm costs at least this)")
     parser.add_argument(
         "--fault", action="append", default=[], metavar="NAME=VALUE",
         help="arm a fault at start, as a put to <prefix>sim:NAME would: "
@@ -121,14 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"id3c-eiger-sim: {err}", file=sys.stderr)
         return 2
-    if min(args.arm_time, args.disarm_time) < 0:
-        print("id3c-eiger-sim: --arm-time and --disarm-time are seconds, at least 0",
+    if min(args.arm_time, args.disarm_time, args.fw_settle_time) < 0:
+        print("id3c-eiger-sim: --arm-time, --disarm-time and --fw-settle-time are seconds, at "
+              "least 0",
               file=sys.stderr)
         return 2
     dcu_root = args.dcu_root or Path(tempfile.gettempdir()) / "id3c-eiger-dcu"
     dcu_root.mkdir(parents=True, exist_ok=True)
     ioc = EigerIOC(prefix=args.prefix, model=model, roots=data_roots, dcu_root=dcu_root,
-                   seed=args.seed, arm_time=args.arm_time, disarm_time=args.disarm_time)
+                   seed=args.seed, arm_time=args.arm_time, disarm_time=args.disarm_time,
+                   fw_settle_time=args.fw_settle_time)
     if not args.no_autosave:
         safe_prefix = "".join(c if c.isalnum() else "_" for c in args.prefix)
         ioc.use_autosave(args.autosave or data_roots.roots[0] / ".id3c-eiger-sim"

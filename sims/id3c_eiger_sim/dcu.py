@@ -5,17 +5,22 @@ directory clients read): ``<FWNamePattern>_master.h5``, ``$id`` replaced by ``Se
 more at every arm), and ``_data_NNNNNN.h5`` files of ``FWNImagesPerFile`` frames in
 ``FWHDF5Format``, compressed per ``FWCompression``/``CompressionAlgo``: Legacy data are 3-D
 (n, y, x); v2024.2 data 4-D (n, thresholds, y, x), two thresholds with ``Threshold2Enable``. A
-data file is available once full (the last one at disarm); the master at disarm, when it reaches
-every frame. A pattern
-without ``$id`` is accepted as the DCU accepts it: the next series overwrites the files.
+data file is available once full (the last one at disarm); the master at arm, for every frame
+the arm asks (links to data files a series stopped early never makes dangle, as on the
+detector). A pattern without ``$id`` is accepted as the DCU accepts it: the next series
+overwrites the files.
 
 With ``DataSource`` FileWriter the IOC parses each data file, once full, into arrays for HDF1
 and the plugins (they then come a file at a time); with Stream they come as frames are taken;
 with None, never. DataSource FileWriter with FWEnable Disable refuses to arm.
 
 With ``SaveFiles`` Enable the IOC downloads each available file into ``cam1:FilePath`` (inside a
-data root, never over an existing file): data files as they come, the master last, so a reader
-finding the master finds every file it links. Downloads get ``FilePerms`` (its digits read as
+data root, never over an existing file), in ADEiger's order: the master first, then data files
+1..N as they come, each named in ``FullFileName_RBV`` as its copy starts. As ADEiger's
+acquisition task, the camera then stays busy ("Processing files") until the series is
+downloaded: ``FW_SETTLE`` after the FileWriter leaves "acquire", then every file, and
+``MISSING_FILES_WAIT`` more when the master names data files an early stop never made. So
+``AcquireBusy`` Done means every file is in ``FilePath``. Downloads get ``FilePerms`` (its digits read as
 octal, 644 -> rw-r--r--) and, where the IOC may, ``FileOwner``/``FileOwnerGrp``; with
 ``FWAutoRemove`` Enable the DCU's copy is deleted once downloaded. ``FWFree_RBV`` is the free
 space of the DCU disk in GB; a write that fails there (full disk) ends the acquisition with
@@ -53,6 +58,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DOWNLOAD_POLL = 0.1  # s: the IOC looks for new files on the DCU at about 10 Hz
+FW_SETTLE = 0.5  # s: ADEiger's acquire task sleeps this long once the FileWriter leaves "acquire"
+MISSING_FILES_WAIT = 3.0  # s: ADEiger's poll task waits 1 s for a missing file, retried twice
+DOWNLOAD_WAIT = 60.0  # s: the camera waits this long at most for a series' downloads
 
 
 class FileWriterError(Exception):
@@ -108,6 +116,8 @@ class DcuSeries:
     to_parse: collections.deque[int] = field(default_factory=collections.deque)  # file numbers
     closed: bool = False
     failed: bool = False
+    download_failed: bool = False  # a file could not be saved into FilePath (it stays here)
+    downloaded: asyncio.Event = field(default_factory=asyncio.Event)  # nothing left to serve
 
     def data_file_closed(self, path: Path) -> None:
         """(Writer thread) a data file is full: downloadable, and parsable into arrays."""
@@ -203,6 +213,7 @@ class DetectorControlUnit:
             self.series = await self._in_thread(create)
         except OSError as err:
             await self._fail(f"cannot start series {name} on the DCU disk: {err}")
+        self.series.ready.append(self.series.master)  # written at arm: downloaded first
         await cam.FWState_RBV.write("acquire")
 
     async def receive(self, settings: FrameSettings, indices: range) -> None:
@@ -221,22 +232,46 @@ class DetectorControlUnit:
             await self._fail(f"series {series.name}: writing frame {series.writer.n_frames + 1} "
                              f"failed: {err}")
 
-    async def disarm(self) -> None:
-        """Close the series: the last data file and then the master become available."""
+    async def disarm(self) -> DcuSeries | None:
+        """Close the series (its last data file becomes available); the series, if one ran."""
         series, self.series = self.series, None
         if series is None:
-            return
+            return None
         try:
             await self._in_thread(series.writer.close)
         except OSError as err:
             await self.cam.FWState_RBV.write("error")
             await self.cam.report_error(f"closing series {series.name} on the DCU failed: {err}")
-        series.ready.append(series.master)
         series.closed = True
         series.target.close()
         self._downloads.append(series)
         await self.cam.FWState_RBV.write("error" if series.failed else "ready")
         await self.cam.FWFree_RBV.write(self.free_gb())
+        return series
+
+    def downloads(self) -> bool:
+        """The IOC fetches this arm's files (ADEiger: DataSource FileWriter, or FWEnable with
+        SaveFiles), so the acquisition ends only once they are in ``FilePath``."""
+        cam = self.cam
+        return cam.DataSource.value == "FileWriter" or (
+            cam.FWEnable.value == "Enable" and cam.SaveFiles.value == "Enable")
+
+    async def wait_downloaded(self, series: DcuSeries, settle: float) -> bool:
+        """As ADEiger's acquire task after disarm: ``settle``, then until every file of
+        ``series`` is fetched, plus the poll task's retries for files the master names that an
+        early stop never made. Bounded: a stalled download is named, not waited for. Whether
+        every file reached ``FilePath`` (else the reason is in ``StatusMessage_RBV``)."""
+        await self.cam.report_status("Processing files")
+        await asyncio.sleep(settle)
+        try:
+            await asyncio.wait_for(series.downloaded.wait(), DOWNLOAD_WAIT)
+        except TimeoutError:
+            await self.cam.report_error(f"series {series.name}: files still not downloaded "
+                                        f"after {DOWNLOAD_WAIT:g} s; see the IOC's log")
+            return False
+        if series.writer.n_frames < series.writer.metadata.total_images:
+            await asyncio.sleep(MISSING_FILES_WAIT)
+        return not series.download_failed
 
     async def _fail(self, message: str) -> None:
         """The FileWriter's error: the driver's message first, then its state, so a client that
@@ -269,6 +304,7 @@ class DetectorControlUnit:
                     series.to_parse.clear()
                 if series.closed and not series.ready and series in self._downloads:
                     self._downloads.remove(series)
+                    series.downloaded.set()
 
     async def _serve(self, series: DcuSeries) -> None:
         """Parse and download what of ``series`` is ready."""
@@ -298,15 +334,15 @@ class DetectorControlUnit:
         try:
             directory = self.ioc.roots.prepare_directory(cam.FilePath.value,
                                                         cam.CreateDirectory.value)
+            await cam.FullFileName_RBV.write(str(directory / source.name))  # as saveTask
             loop = asyncio.get_running_loop()
-            destination = await loop.run_in_executor(self._download_executor, self._copy, source,
+            await loop.run_in_executor(self._download_executor, self._copy, source,
                                                      directory)
         except (OSError, PathRefused) as err:
+            series.download_failed = True
             await cam.report_error(f"download of {source.name} from the DCU failed: {err}; it "
                                    "stays on the DCU (fix cam1:FilePath and download again)")
             return
-        if source == series.master:
-            await cam.FullFileName_RBV.write(str(destination))
         if cam.FWAutoRemove.value == "Enable":
             source.unlink(missing_ok=True)
             await cam.FWFree_RBV.write(self.free_gb())

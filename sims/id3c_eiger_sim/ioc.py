@@ -33,7 +33,7 @@ from id3c_eiger.layout import SeriesMetadata
 from id3c_eiger.records import records_for
 
 from .autosave import Autosave
-from .dcu import DetectorControlUnit, FileWriterError, pattern_warning
+from .dcu import FW_SETTLE, DetectorControlUnit, FileWriterError, pattern_warning
 from .engine import AcquisitionEngine, AcquisitionPlan, TriggerMode
 from .faults import FaultPVs, Faults, die
 from .frames import FrameGenerator, FramePool, FrameSettings, build_pool
@@ -158,7 +158,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         log.warning("cam1: %s", message)
         await self.StatusMessage_RBV.write(message[:255])
 
-    async def _note(self, message: str) -> None:
+    async def report_status(self, message: str) -> None:
         await self.StatusMessage_RBV.write(message[:255])
 
     # --- timing: clamped to the model, data type follows --------------------------------
@@ -192,7 +192,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         await self.DataType.write(model.data_type(ct, ft), verify_value=False)
         await self.CountCutoff_RBV.write(float(model.saturation_value(ct, bits)))
         if notes:
-            await self._note("; ".join(notes))
+            await self.report_status("; ".join(notes))
 
     @AcquireTime.putter
     @reported()
@@ -210,7 +210,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         name = instance.pvspec.name
         clamped = int(clamp(value, low, MAX_COUNT))
         if clamped != value:
-            await self._note(f"{name} {value} is outside {low}..{MAX_COUNT}; set to {clamped}")
+            await self.report_status(f"{name} {value} is outside {low}..{MAX_COUNT}; set to {clamped}")
         await getattr(self, f"{name}_RBV").write(clamped)
         return clamped
 
@@ -241,7 +241,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         low, high = self.model.energy_range
         clamped = clamp(energy, low, high)
         if clamped != energy:
-            await self._note(f"PhotonEnergy {energy:g} eV is outside the {self.model.description} "
+            await self.report_status(f"PhotonEnergy {energy:g} eV is outside the {self.model.description} "
                              f"range {low:g}..{high:g} eV; set to {clamped:g} eV")
         await self.PhotonEnergy.write(clamped, verify_value=False)
         await self.PhotonEnergy_RBV.write(clamped)
@@ -271,7 +271,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         low, high = self.model.threshold_range
         clamped = clamp(value, low, high)
         if clamped != value:
-            await self._note(f"ThresholdEnergy {value:g} eV is outside {low:g}..{high:g} eV; "
+            await self.report_status(f"ThresholdEnergy {value:g} eV is outside {low:g}..{high:g} eV; "
                              f"set to {clamped:g} eV")
         await self.ThresholdEnergy_RBV.write(clamped)
         return clamped
@@ -309,9 +309,9 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         )
 
     def series_metadata(self, settings: FrameSettings) -> SeriesMetadata:
-        """The master file's metadata for frames taken with ``settings`` (``ntrigger`` is
-        counted by the writer as frames arrive)."""
-        model = self.model
+        """The master file's metadata for frames taken with ``settings``, as the DCU writes it
+        at arm: images per trigger and the triggers asked."""
+        model, plan = self.model, self.acquisition_plan()
         saturation = model.saturation_value(settings.count_time, settings.bit_depth)
         return SeriesMetadata(
             description=model.description,
@@ -329,8 +329,8 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
             incident_wavelength=settings.wavelength,
             photon_energy=self.PhotonEnergy.value,
             threshold_energy=self.ThresholdEnergy.value,
-            nimages=self.acquisition_plan().images_per_trigger,
-            ntrigger=0,
+            nimages=plan.images_per_trigger,
+            ntrigger=plan.n_triggers,
             x_pixels_in_detector=model.width,
             y_pixels_in_detector=model.height,
             saturation_value=saturation,
@@ -363,7 +363,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
                 self._engine.stop()
             return "Done"
         if self._engine is not None:
-            await self._note("Acquire ignored: an acquisition is already running; "
+            await self.report_status("Acquire ignored: an acquisition is already running; "
                              "put Acquire=Done to stop it first")
             return "Acquire"
         await instance.write("Acquire", verify_value=False)
@@ -381,18 +381,19 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         settings = self.frame_settings()
         await self._set_busy(True)
         await self.DetectorState_RBV.write("Acquire")
-        await self._note("Arming")
+        await self.report_status("Arming")
         engine = AcquisitionEngine(
             plan, functools.partial(self._deliver, settings), self._report_state
         )
         self._engine = engine
         produced = 0
-        failed = False
+        failed = downloads = False
         try:
             await self.ioc.hdf.prepare(settings)
             loop = asyncio.get_running_loop()
             self._series = await loop.run_in_executor(None, self.ioc.generator.series_frames,
                                                       settings)
+            downloads = self.ioc.dcu.downloads()  # decided at arm, as ADEiger does
             await self.ioc.dcu.arm(settings, self._series)
             await asyncio.sleep(self.ioc.arm_time)  # the DCU prepares the series
             await self.Armed.write("Armed")  # as the driver: once arm returned the sequence id
@@ -408,15 +409,21 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
             await self._update_counters(engine.produced, force=True)
             await self.ioc.hdf.flush_counters()  # the last frames' NumCaptured, not throttled
             await asyncio.sleep(self.ioc.disarm_time)
-            if failed:
-                await self.DetectorState_RBV.write("Error")
+            if failed:  # the reason, shown again once the files are processed
+                state, message = "Error", self.StatusMessage_RBV.value
             elif engine.stopped:
-                await self.DetectorState_RBV.write("Aborted")
-                await self._note(f"Acquisition aborted after {engine.produced} frames")
+                state, message = "Aborted", f"Acquisition aborted after {engine.produced} frames"
             else:
-                await self.DetectorState_RBV.write("Idle")
-                await self._note(f"Acquisition completed: {produced} frames")
-            await self.ioc.dcu.disarm()  # the DCU closes its last file once the detector is done
+                state, message = "Idle", f"Acquisition completed: {produced} frames"
+            await self.DetectorState_RBV.write(state)
+            series = await self.ioc.dcu.disarm()  # the DCU closes its last file
+            # Busy until the IOC has every file; a failed download's reason stays in view.
+            settle = self.ioc.fw_settle_time
+            if (series is not None and downloads
+                    and not await self.ioc.dcu.wait_downloaded(series, settle)):
+                message = None
+            if message is not None:
+                await self.report_status(message)
             await self._wait_for_plugins()  # the detector is done; AcquireBusy waits for them
             await self._set_busy(False)
 
@@ -430,7 +437,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         the arrays it took (ADCore 3.4), so a client reading Stats after it sees this series."""
         ports = self.ioc.ports
         if self.WaitForPlugins.value == "Yes" and not await ports.wait_idle(PLUGIN_WAIT):
-            await self._note(f"WaitForPlugins: plugins still busy after {PLUGIN_WAIT:g} s")
+            await self.report_status(f"WaitForPlugins: plugins still busy after {PLUGIN_WAIT:g} s")
         await ports.flush_counters()
 
     async def _report_state(self, state: str, message: str) -> None:
@@ -439,7 +446,7 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
             await self._update_counters(self._engine.produced, force=True)
         await self.ioc.hdf.flush_counters()
         await self.DetectorState_RBV.write(state)
-        await self._note(message)
+        await self.report_status(message)
 
     async def _deliver(self, settings: FrameSettings, frames: range) -> int:
         """Frames to the DCU and, with DataSource Stream, to HDF1 and the plugins; returns how
@@ -843,12 +850,14 @@ class EigerIOC(PVGroup):
 
     def __init__(self, *args: Any, model: DetectorModel, roots: DataRoots, dcu_root: Path,
                  seed: int = 0, arm_time: float = ARM_TIME, disarm_time: float = DISARM_TIME,
+                 fw_settle_time: float = FW_SETTLE,
                  **kwargs: Any) -> None:
         self.model = model
         self.roots = roots
         self.dcu = DetectorControlUnit(self, dcu_root)
         self.arm_time = arm_time
         self.disarm_time = disarm_time
+        self.fw_settle_time = fw_settle_time
         self.generator = FrameGenerator(model, seed)
         self.writer_executor = ThreadPoolExecutor(1, thread_name_prefix="hdf-writer")
         self.ports = Ports()  # the plugin groups register on it as they are made

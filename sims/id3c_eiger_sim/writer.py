@@ -1,20 +1,19 @@
 """The simulator's file writers: ``SeriesWriter`` for the DCU's DECTRIS series and
 ``NDFileWriter`` for the ``HDF1:`` plugin's single file (layouts in ``id3c_eiger.layout``).
 
-A series goes to disk as data files by direct chunk writes and the master that reaches them.
+A series goes to disk as the DCU writes it: the master at arm, for the frames the arm asks
+(``nimages`` x ``ntrigger``, linking every data file they will fill), then data files by direct
+chunk writes as frames arrive. A series that ends early leaves the master as written: its links
+to data files never made dangle, as on the detector; readers count frames in the data files.
 
 Frames arrive as indices into a ``FramePool`` of precompressed chunks, so writing costs no
-compression. Data files are SWMR files flushed after every batch (a reader opening the master with
-``swmr=True`` sees the frames so far; a killed IOC leaves readable files) and never reopened once
-closed, so readers holding them open cannot stop a capture. The master never claims a frame that
-is not on disk: it is replaced atomically at capture start (no frame), at every new data file, at
-most every ``MASTER_REFRESH`` seconds while frames flow, and at close, each time for the frames
-written so far.
+compression. Data files are SWMR files flushed after every batch (a reader sees the frames so
+far; a killed IOC leaves readable files) and never reopened once closed, so readers holding them
+open cannot stop a capture.
 """
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -62,7 +61,6 @@ def compression_filters(name: str, zlib_level: int = 6) -> dict[str, Any]:
 
 
 EPICS_EPOCH = 631152000.0  # s: 1990-01-01 UTC, where EPICS time stamps start
-MASTER_REFRESH = 0.5  # s: while frames flow, the master is brought up to date this often
 
 
 @dataclass
@@ -75,7 +73,8 @@ class _OpenDataFile:
 
 
 class SeriesWriter:
-    """One master file and its data files, written as frames arrive (never over existing files)."""
+    """One master file, written at arm, and its data files, written as frames arrive (never
+    over existing files)."""
 
     def __init__(
         self,
@@ -100,7 +99,6 @@ class SeriesWriter:
         self._on_data_file_closed = on_data_file_closed  # (the DCU makes it downloadable)
         self.n_frames = 0
         self._current: _OpenDataFile | None = None
-        self._master_written = 0.0
         if self._master_io.exists():
             raise PathRefused(
                 f"{self.master_path} exists and the IOC never overwrites a file; set another "
@@ -114,15 +112,11 @@ class SeriesWriter:
         return self.pool.settings.dtype
 
     def _write_master(self) -> None:
-        """Replace the master by one reaching exactly the frames written (and flushed) so far."""
-        n_frames = self.n_frames
-        parts = plan_parts(self.master_path, self.data_dir, max(n_frames, 1), self.frames_per_file)
-        if n_frames == 0:
-            parts = [replace(parts[0], n_frames=0)]
-        per_trigger = max(self.metadata.nimages, 1)  # DECTRIS: triggers begun so far
-        metadata = replace(self.metadata, ntrigger=-(-n_frames // per_trigger))
-        write_master(self._master_io, parts, self.frame_shape, self.dtype, self.layout, metadata)
-        self._master_written = time.monotonic()
+        """The master for every frame the arm asks, linking the data files they will fill."""
+        total = max(self.metadata.total_images, 1)
+        parts = plan_parts(self.master_path, self.data_dir, total, self.frames_per_file)
+        write_master(self._master_io, parts, self.frame_shape, self.dtype, self.layout,
+                     self.metadata)
 
     def _open_data_file(self, number: int) -> _OpenDataFile:
         name = data_file_name(self.master_path, number)
@@ -164,15 +158,12 @@ class SeriesWriter:
             if self._current is None or self._current.number != number:
                 self._close_data_file()
                 self._current = self._open_data_file(number)
-                self._write_master()
             current = self._current
             room = self.frames_per_file - current.n_frames
             batch, remaining = remaining[:room], remaining[room:]
             self._write_batch(current, pool, batch)
             if current.n_frames >= self.frames_per_file:
                 self._close_data_file()  # full: closed now, so it is available at once
-        if time.monotonic() - self._master_written >= MASTER_REFRESH:
-            self._write_master()
 
     def _write_batch(self, current: _OpenDataFile, pool: FramePool, batch: range) -> None:
         faults = self.faults
@@ -197,15 +188,9 @@ class SeriesWriter:
             record_frames(dataset)
             dataset.flush()
 
-    def close(self, metadata: SeriesMetadata | None = None) -> int:
-        """Close the data files and replace the master for the frames written; returns their
-        count."""
+    def close(self) -> int:
+        """Close the last data file (the master was written at arm); returns the frames."""
         self._close_data_file()
-        if metadata is not None:  # settings as of now; the series started when it started
-            self.metadata = replace(metadata, start_time=self.metadata.start_time)
-        now = datetime.datetime.now().astimezone().isoformat(timespec="microseconds")
-        self.metadata = replace(self.metadata, end_time=now)
-        self._write_master()
         return self.n_frames
 
 

@@ -71,7 +71,7 @@ from .async_file_writer import (
     FrameStream,
     FWHDF5Format,
 )
-from .file_writer import MAX_TRIGGERS, FileSource, check_file_source
+from .file_writer import FileSource, check_file_source
 from .geometry import (
     DATA_TYPE_BY_BITS,
     EIGER2_500K,
@@ -147,6 +147,7 @@ class Eiger2DriverIO(ADBaseIO):
     num_triggers: A[SignalRW[int], PvSuffix.rbv("NumTriggers")]
     software_trigger: A[SignalRW[float], PvSuffix("Trigger")]  # value: gate (s) in Enable modes
     armed: A[SignalR[bool], PvSuffix("Armed")]
+    num_images_counter: A[SignalR[int], PvSuffix("NumImagesCounter_RBV")]
     bit_depth_image: A[SignalR[int], PvSuffix("BitDepthImage_RBV")]
     dead_time: A[SignalR[float], PvSuffix("DeadTime_RBV")]
     photon_energy: A[SignalRW[float], PvSuffix.rbv("PhotonEnergy")]
@@ -372,8 +373,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         if self.file_source is FileSource.FILE_WRITER:
             self.file_writer = FileWriterDataLogic(driver, self.path_provider, array_description,
                                                    datakey_suffix=DATA_KEY_SUFFIX)
-            arm = FileWriterAcquireLogic(arm, driver, self.file_writer,
-                                         plugins=(plugins["stats1"], plugins["stats2"]))
+            arm = FileWriterAcquireLogic(arm, driver, self.file_writer)
             data_logic = self.file_writer
         else:
             data_logic = self._hdf_logic = Eiger2HDFDataLogic(
@@ -472,11 +472,9 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             raise self._not_responding(HEALTH_TIMEOUT) from err
         if (writer := self.file_writer) is not None:  # the DCU's, counted where downloaded
             series = writer.series
-            downloaded = await writer.frames_downloaded.get_value()
             return HealthReading(
                 name=self.name, prefix=self._prefix, file=str(series.master) if series else "",
-                expected=expected,
-                captured=downloaded if writer.master_frames is None else writer.master_frames,
+                expected=expected, captured=await writer.frames_downloaded.get_value(),
                 write_status="Write error" if fw_state == "error" else "Write OK",
                 write_message=status_message, detector_state=str(state.value),
                 status_message=status_message, writer_pv="cam1:FWState_RBV",
@@ -657,22 +655,12 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         if self.file_writer is not None:
             await self._prepare_file_writer(value, step)
         await super().prepare(value)
-        if self.file_writer is not None and self._acquire_logic.manual:
-            # One arm for the stage: each point a cam1:Trigger, ended by disarm at unstage.
-            await asyncio.gather(self.driver.manual_trigger.set(EnableDisable.ENABLE),
-                                 self.driver.num_triggers.set(MAX_TRIGGERS))
 
     async def _prepare_file_writer(self, value: TriggerInfo, step: bool) -> None:
-        """A step scan's points are triggers of one arm, a data file each; a fly scan is one
-        arm of ``FLY_FRAMES_PER_FILE`` frames per data file."""
-        manual = step and value.trigger is DetectorTrigger.INTERNAL
-        per_file = value.collections_per_event if manual else FLY_FRAMES_PER_FILE
-        arm, data = self._acquire_logic, self.file_writer
-        if arm.armed and not manual:
-            raise TimingError(f"{self.name}: a fly scan cannot start while this stage's step "
-                              "series is armed; unstage (end the run) first")
-        arm.manual = manual
-        data.expected = MAX_TRIGGERS * per_file if manual else value.number_of_collections
+        """Each arm a series: a step scan's point (one data file), or a whole fly scan
+        (``FLY_FRAMES_PER_FILE`` frames per data file)."""
+        self.file_writer.frames_per_series = value.number_of_collections
+        per_file = value.collections_per_event if step else FLY_FRAMES_PER_FILE
         await self.driver.fw_nimages_per_file.set(per_file)
 
     async def _update_prepare_context(self, trigger_info: TriggerInfo) -> None:

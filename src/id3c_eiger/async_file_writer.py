@@ -1,12 +1,13 @@
 """The FileWriter source of the ophyd-async EIGER2: two small logics and a stream provider.
 
 ``FileWriterDataLogic`` stages the DCU's series (unique ``FWNamePattern`` with ``$id``,
-``SaveFiles`` into the write path) and counts the frames whose data files have reached the read
-path: that count is what a point or a fly scan waits for. ``FileWriterAcquireLogic`` arms once
-per series: a step scan's points are ``cam1:Trigger`` pulses of one arm (``ManualTrigger``), a
-fly scan is one arm; either ends when the master, downloaded last, is at the read path.
-``DownloadedSeriesStream`` records that master, whose name is known only once the detector has
-armed (the DCU replaces ``$id`` by ``SequenceId``).
+``SaveFiles`` into the write path) and counts the frames whose files have reached the read path,
+over every series of the stage: that count is what a point or a fly scan waits for.
+``FileWriterAcquireLogic`` names each arm's series by its sequence id and, once the IOC ends the
+acquisition (after downloading every file), waits for the files at the read path. Each arm is a
+series: a step scan's point, or a whole fly scan. ``DownloadedSeriesStream`` records each series'
+master as a stream resource of its own, whose name is known only once the detector has armed
+(the DCU replaces ``$id`` by ``SequenceId``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from bluesky.protocols import StreamAsset
-from event_model import DataKey
+from event_model import DataKey, StreamRange
 from ophyd_async.core import (
     DetectorAcquireLogic,
     DetectorDataLogic,
@@ -28,9 +30,8 @@ from ophyd_async.core import (
     StreamResourceDataProvider,
     StrictEnum,
     soft_signal_rw,
-    wait_for_value,
 )
-from ophyd_async.epics.adcore import NDArrayDescription, NDPluginBaseIO
+from ophyd_async.epics.adcore import NDArrayDescription
 from ophyd_async.epics.adcore._data_logic import get_ndarray_resource_info
 
 from .file_writer import DOWNLOAD_TIMEOUT, POLL, DownloadedSeries, unique_name_pattern
@@ -41,12 +42,12 @@ if TYPE_CHECKING:
     from .async_devices import Eiger2DriverIO
 
 HDF5_MIMETYPE = "application/x-hdf5"
-PLUGIN_TIMEOUT = 10.0  # s: an enabled plugin has a point's last array this long after its file
 WATCHER_STOP_TIMEOUT = 1.0  # s: a cancelled download watcher ends within one file-system poll
 
 
-class PluginTimeout(TimeoutError):
-    """An enabled plugin did not process a point's arrays in time."""
+def file_uri(path: str | Path) -> str:
+    """A read path as the URI a stream resource records."""
+    return "file://localhost" + quote(str(path))
 
 
 class FWHDF5Format(StrictEnum):
@@ -70,21 +71,40 @@ class FrameStream(StreamResourceDataProvider):
 
 
 class DownloadedSeriesStream(FrameStream):
-    """The frames of one FileWriter series, recorded by its master's read path once armed."""
+    """The frames of a stage's FileWriter series, a stream resource per series (its master at
+    the read path), each indexing its own frames from 0."""
 
     def __init__(self, logic: FileWriterDataLogic, resources: list[Any]) -> None:
         super().__init__(uri=logic.directory_uri, resources=resources, mimetype=HDF5_MIMETYPE,
                          collections_written_signal=logic.frames_downloaded)
         self._logic = logic
+        self._series_emitted: int | None = None  # the series whose resource was emitted last
 
     async def make_stream_docs(self, collections_written: int,
                                collections_per_event: int) -> AsyncIterator[StreamAsset]:
-        if not self.last_emitted and collections_written:  # the first: the series is armed
-            StreamResourceDataProvider.__init__(
-                self, uri=self._logic.master_uri(), resources=self.resources,
-                mimetype=HDF5_MIMETYPE, collections_written_signal=self.collections_written_signal)
-        async for doc in super().make_stream_docs(collections_written, collections_per_event):
-            yield doc
+        events = collections_written // collections_per_event
+        starts = self._logic.series_starts
+        while self.last_emitted < events:
+            number = max(i for i, (first, _) in enumerate(starts)
+                         if first // collections_per_event <= self.last_emitted)
+            first = starts[number][0] // collections_per_event
+            end = (starts[number + 1][0] // collections_per_event if number + 1 < len(starts)
+                   else events)
+            stop = min(events, end)
+            if number != self._series_emitted:  # a new series: its master, a new resource
+                self._series_emitted = number
+                emitted = self.last_emitted  # (the base class starts its count at 0)
+                StreamResourceDataProvider.__init__(
+                    self, uri=file_uri(starts[number][1].master), resources=self.resources,
+                    mimetype=HDF5_MIMETYPE,
+                    collections_written_signal=self.collections_written_signal)
+                self.last_emitted = emitted
+                for bundle in self.bundles:
+                    yield "stream_resource", bundle.stream_resource_doc
+            indices: StreamRange = {"start": self.last_emitted - first, "stop": stop - first}
+            self.last_emitted = stop
+            for bundle in self.bundles:
+                yield "stream_datum", bundle.compose_stream_datum(indices)
 
 
 @dataclass
@@ -96,22 +116,21 @@ class FileWriterDataLogic(DetectorDataLogic):
     array_description: NDArrayDescription
     datakey_suffix: str = ""
     frames_downloaded: SignalRW[int] = field(default_factory=lambda: soft_signal_rw(int))
-    expected: int = 0  # frames the series will have (a fly scan's count; a step's so far)
-    series: DownloadedSeries | None = None
-    master_frames: int | None = None  # frames the downloaded master reaches, once it is there
+    frames_per_series: int = 0  # frames an arm asks: a step's point, or the fly scan's count
+    series: DownloadedSeries | None = None  # the series of the last arm
+    series_starts: list[tuple[int, DownloadedSeries]] = field(default_factory=list)
     _pattern: str = ""
     _watcher: asyncio.Task | None = None
 
     @property
     def directory_uri(self) -> str:
-        """The read directory as a URI (the master's name comes at arm)."""
-        return "file://localhost" + quote(self.path_provider.last.read)
+        """The read directory as a URI (each master's name comes at its arm)."""
+        return file_uri(self.path_provider.last.read)
 
-    def master_uri(self) -> str:
-        """The master of the armed series at the read path, as a URI."""
-        if self.series is None:
-            raise RuntimeError("the FileWriter series has not started: arm the detector first")
-        return "file://localhost" + quote(str(self.series.master))
+    @property
+    def frames_before(self) -> int:
+        """Frames of the stage's series before the last one (each had all its frames)."""
+        return self.series_starts[-1][0] if self.series_starts else 0
 
     async def prepare_unbounded(self, datakey_name: str) -> StreamableDataProvider:
         driver = self.driver
@@ -132,6 +151,7 @@ class FileWriterDataLogic(DetectorDataLogic):
             self.frames_downloaded.set(0),
         )
         self.series = None
+        self.series_starts = []
         info = await get_ndarray_resource_info(
             array_description=self.array_description, data_key=datakey_name,
             parameters={"dataset": DATA_DATASET, "slice": FIRST_THRESHOLD},
@@ -143,29 +163,32 @@ class FileWriterDataLogic(DetectorDataLogic):
         sequence_id, per_file = await asyncio.gather(
             self.driver.sequence_id.get_value(cached=False),
             self.driver.fw_nimages_per_file.get_value(cached=False))
-        self.series = DownloadedSeries.armed(self.path_provider.last.read, self._pattern,
-                                             sequence_id, per_file)
-        self.master_frames = None
+        before = (await self.frames_downloaded.get_value()) if self.series_starts else 0
+        series = self.series = DownloadedSeries.armed(self.path_provider.last.read,
+                                                      self._pattern, sequence_id, per_file)
+        self.series_starts.append((before, series))
         await self._stop_watcher()
-        self._watcher = asyncio.create_task(self._watch(self.series))
+        self._watcher = asyncio.create_task(self._watch(series, before))
 
-    async def _watch(self, series: DownloadedSeries) -> None:
-        """Post the frames found at the read path as data files land (about every 10 ms), until
-        the series is no longer the one watched (a stop, or the next arm)."""
+    async def _watch(self, series: DownloadedSeries, before: int) -> None:
+        """Post the frames found at the read path as files land (about every 10 ms), until the
+        series is no longer the one watched (a stop, or the next arm)."""
         while self.series is series and self._watcher is not None:
-            found = await asyncio.to_thread(series.frames_downloaded, self.expected)
+            found = before + await asyncio.to_thread(series.frames_downloaded,
+                                                     self.frames_per_series)
             if found != await self.frames_downloaded.get_value():
                 await self.frames_downloaded.set(found)
             await asyncio.sleep(POLL)
 
-    async def wait_for_master(self, timeout: float = DOWNLOAD_TIMEOUT) -> int:
-        """Wait until the master (downloaded last) is at the read path; its frame count. Nothing
-        to wait for when no data file of the series ever arrived."""
+    async def series_ended(self, frames: int, timeout: float = DOWNLOAD_TIMEOUT) -> None:
+        """The IOC ended the acquisition (every file downloaded): wait until the master and the
+        data files of the series' ``frames`` show at the read path, then count them."""
         series = self.series
-        if series is None or not await self.frames_downloaded.get_value():
-            return 0
-        self.master_frames = await asyncio.to_thread(series.wait_for_master, timeout)
-        return self.master_frames
+        await self._stop_watcher()
+        if series is None or not frames:
+            return
+        await asyncio.to_thread(series.wait_for_files, frames, timeout)
+        await self.frames_downloaded.set(self.frames_before + frames)
 
     async def _stop_watcher(self) -> None:
         """Cancel the watcher and wait (bounded) for it to end, so none outlives its series."""
@@ -180,54 +203,30 @@ class FileWriterDataLogic(DetectorDataLogic):
 
 @dataclass
 class FileWriterAcquireLogic(DetectorAcquireLogic):
-    """One arm per series: ``manual`` (a step scan) sends ``cam1:Trigger`` per point and stays
-    armed until unstage; otherwise the arm is the whole acquisition (a fly scan). A step's point
-    also waits for the enabled ``plugins`` to have its last array (nothing else waits for them
-    while the detector stays armed)."""
+    """Each arm a series: started by ``inner`` (Acquire until Armed), named by its sequence id;
+    once the IOC is idle (every file downloaded), done when its files show at the read path."""
 
     inner: DetectorAcquireLogic  # arms (Acquire until Armed) and waits for Idle
     driver: Eiger2DriverIO
     data: FileWriterDataLogic
-    plugins: tuple[NDPluginBaseIO, ...] = ()
-    manual: bool = False
     armed: bool = False
-    _array_base: int = 0  # cam1:ArrayCounter_RBV at the arm: arrays are numbered on from it
 
     async def start_acquiring(self) -> None:
-        if not self.armed:
-            await self.inner.start_acquiring()
-            self.armed = True
-            self._array_base = await self.driver.array_counter.get_value(cached=False)
-            await self.data.series_started()
-        if self.manual:
-            await self.driver.software_trigger.set(1.0)
+        await self.inner.start_acquiring()
+        self.armed = True
+        await self.data.series_started()
 
-    async def _wait_for_plugins(self) -> None:
-        last = self._array_base + await self.data.frames_downloaded.get_value()
-        enabled = await asyncio.gather(*(p.enable_callbacks.get_value() for p in self.plugins))
-        for plugin, state in zip(self.plugins, enabled, strict=True):
-            if state != EnableDisable.ENABLE:
-                continue
-            try:
-                await wait_for_value(plugin.unique_id, lambda uid, last=last: uid >= last,
-                                     timeout=PLUGIN_TIMEOUT)
-            except TimeoutError as err:
-                raise PluginTimeout(
-                    f"{plugin.unique_id.source} did not reach array {last} in "
-                    f"{PLUGIN_TIMEOUT:g} s after the point's file: the plugin is stalled or "
-                    "dropping arrays (see its DroppedArrays_RBV); set BlockingCallbacks Yes "
-                    "or disable it") from err
+    async def _ended(self) -> None:
+        """The arm is over: its frames (as the camera counted them) at the read path."""
+        if self.armed:
+            self.armed = False
+            frames = await self.driver.num_images_counter.get_value(cached=False)
+            await self.data.series_ended(min(frames, self.data.frames_per_series))
 
     async def wait_for_idle(self) -> None:
-        if self.manual:
-            await self._wait_for_plugins()
-            return  # still armed for the next point
         await self.inner.wait_for_idle()
-        self.armed = False
-        await self.data.wait_for_master()
+        await self._ended()
 
     async def ensure_stopped(self) -> None:
         await self.inner.ensure_stopped()
-        if self.armed:
-            self.armed = False
-            await self.data.wait_for_master()
+        await self._ended()

@@ -222,8 +222,11 @@ def _count_and_look(beamline: SimulatedBeamline, detector: str, points: int, exp
     images = run[STREAM][f"{detector}_image"]
     masters = master_files(images)
     echo(f'cat[-1].primary["{detector}_image"]: shape {images.shape}, {images.dtype}')
-    for master in masters:
-        echo(f"  master file: {master}")
+    if len(masters) == 1:
+        echo(f"  master file: {masters[0]}")
+    elif masters:  # a series per arm: each point of a step scan through the FileWriter
+        echo(f"  {len(masters)} master files, one per point: {masters[0]} ... "
+             f"{masters[-1].name}")
     picture = directory / f"{detector}_frame0.png"
     plot_frame(frame_from_run(run, detector, 0, STREAM), output=picture)
     echo(f"frame 0 drawn: {picture}")

@@ -1,10 +1,10 @@
 """The EIGER2 500K as a classic ophyd area detector: an EIGER2 camera, an HDF5 plugin, and the
 numbers of each point from the commonPlugins (Stats1 on the frame, Stats2 on ROI1).
 
-Each stage writes one series in the directory the write path template names (``file_source``
-``hdf5_plugin``: HDF1's single file ``<uid>_000000.h5``; ``file_writer``: the DCU's master and data
-files, downloaded); the Resource records the file (the master) by its *read* path, so Tiled and
-Bluesky open it where they mount the same directory. Stage refuses, before any
+Each stage writes in the directory the write path template names (``file_source``
+``hdf5_plugin``: HDF1's single file ``<uid>_000000.h5`` per stage; ``file_writer``: the DCU's
+master and data file per point, downloaded); a Resource records each file (each master) by its
+*read* path, so Tiled and Bluesky open it where they mount the same directory. Stage refuses, before any
 exposure, a write path the IOC cannot use and a read path this host cannot read. Every point and
 unstage check the IOC's own account (``health``): a point whose frames did not all reach the file
 fails with the IOC's message, a dead IOC within the trigger timeout, and unstage always leaves the
@@ -14,7 +14,7 @@ device unstaged, so the next plan works once the IOC is back.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import itertools
 import logging
 import threading
 import time
@@ -37,8 +37,6 @@ from ophyd.utils.errors import DisconnectedError, InvalidState, UnprimedPlugin
 
 from .file_writer import (
     DOWNLOAD_TIMEOUT,
-    MAX_TRIGGERS,
-    POLL,
     DownloadedSeries,
     FileSource,
     check_file_source,
@@ -77,11 +75,9 @@ USED_PARTS_BY_SOURCE = {
     FileSource.HDF5_PLUGIN: ("hdf1.capture", "hdf1.full_file_name", "hdf1.file_path_exists",
                              "hdf1.data_type", "hdf1.array_size.width",
                              "hdf1.array_size.height"),
-    FileSource.FILE_WRITER: ("cam.special_trigger_button", "cam.armed", "file_writer.file_path_exists",
-                             "file_writer.sequence_id", "file_writer.bit_depth",
-                             "file_writer.state", "file_writer.create_directory",
-                             "cam.array_counter", "stats1.enable", "stats2.enable",
-                             "stats1.unique_id", "stats2.unique_id"),
+    FileSource.FILE_WRITER: ("file_writer.file_path_exists", "file_writer.sequence_id",
+                             "file_writer.bit_depth", "file_writer.state",
+                             "file_writer.create_directory"),
 }
 
 
@@ -293,10 +289,10 @@ class Eiger2HDF5Plugin(_FrameStore, FileStoreHDF5IterativeWrite, _LazyOpenHDF5Pl
 
 class Eiger2FileWriter(_FrameStore, FileStoreIterativeWrite, Device):
     """The detector's own FileWriter (its records on ``cam1:``), downloaded by the IOC into
-    ``cam1:FilePath`` (the ``file_writer`` file source): one series per stage, named by a unique
-    ``FWNamePattern``, v2024.2 (``/entry/data/data`` in the master, (n, thresholds, y, x), of
-    which Tiled serves the first threshold), ``images_per_point`` frames per data file so each
-    point's file lands whole; recorded by its master's read path."""
+    ``cam1:FilePath`` (the ``file_writer`` file source): a series per point, named by a unique
+    ``FWNamePattern`` and the arm's sequence id, v2024.2 (``/entry/data/data`` in the master,
+    (n, thresholds, y, x), of which Tiled serves the first threshold), one data file each; each
+    point recorded as a resource of its own, by its master's read path."""
 
     filestore_spec = "AD_HDF5"
     tiled_slice = FIRST_THRESHOLD  # v2024.2 data are (n, thresholds, y, x): the first threshold
@@ -350,14 +346,18 @@ class Eiger2FileWriter(_FrameStore, FileStoreIterativeWrite, Device):
             return Device.unstage(self)
         return super().unstage()
 
-    def start_series(self) -> DownloadedSeries:
-        """Once the detector is armed: the series it started, recorded as the Resource."""
-        self.series = DownloadedSeries.armed(self.paths.read, self._pattern,
-                                             int(self.sequence_id.get(use_monitor=False)),
-                                             self.parent.images_per_point)
-        self._fn = str(self.series.master)
-        self._resource(self.parent.images_per_point)
-        return self.series
+    def record_point(self, timeout: float) -> DownloadedSeries:
+        """Once the point's acquisition ended (the IOC has downloaded its series): wait until
+        its files show at the read path, then record its master as a new Resource, whose first
+        frames are the point's."""
+        frames = self.parent.images_per_point
+        series = self.series = DownloadedSeries.armed(
+            self.paths.read, self._pattern, int(self.sequence_id.get(use_monitor=False)), frames)
+        series.wait_for_files(frames, timeout)
+        self._fn = str(series.master)
+        self._point_counter = itertools.count()  # the datum's index, in this master
+        self._resource(frames)
+        return series
 
     def dtype_numpy(self) -> str:
         """The frames' numpy dtype from ``BitDepthImage_RBV`` (UInt8/16/32 by the timing)."""
@@ -378,20 +378,18 @@ class Eiger2StatsPlugin(StatsPlugin_V34):
     lazy_wait_for_connection = False
     total = ADCpt(EpicsSignalRO, "Total_RBV", auto_monitor=True)
     net = ADCpt(EpicsSignalRO, "Net_RBV", auto_monitor=True)
-    # The last array's id, posted after its numbers: a point waits for it (FileWriter source).
-    unique_id = ADCpt(EpicsSignalRO, "UniqueId_RBV", auto_monitor=True, kind="omitted")
 
 
 class Eiger2Detector(SingleTrigger_V34, DetectorBase):
     """The EIGER2 500K: ``cam1:``, its files, and the Stats numbers; data key ``<name>_image``.
 
-    ``file_source`` picks who writes the files. ``hdf5_plugin``: ``hdf1`` (``HDF1:``) captures
-    one series per stage; each trigger takes ``images_per_point`` frames (Internal Series) and
-    completes when ``AcquireBusy`` returns to Done, i.e. when the plugin has them, stored with
-    ``compression`` (an ``HDF1:Compression`` choice). ``file_writer``: ``file_writer`` (the
-    DCU's FileWriter) records one series per stage, armed at stage (``ManualTrigger``); each
-    trigger sends ``cam1:Trigger`` and completes when the point's data file has been downloaded
-    to the read path; unstage disarms and waits for the master (downloaded last).
+    Each trigger arms the detector for ``images_per_point`` frames (Internal Series) and
+    completes when ``AcquireBusy`` returns to Done and the files hold the frames.
+    ``file_source`` picks who writes them. ``hdf5_plugin``: ``hdf1`` (``HDF1:``) captures one
+    file per stage, stored with ``compression`` (an ``HDF1:Compression`` choice); the point is
+    done when the plugin has its frames. ``file_writer``: ``file_writer`` (the DCU's FileWriter)
+    writes a series per arm, so per point, which the IOC downloads before ``AcquireBusy`` is Done
+    (at least ADEiger's 0.5 s per arm); the point is done when its files show at the read path.
     """
 
     # Lazy parts connect when first used, with the patience stage gives them, not ophyd's 1 s.
@@ -436,8 +434,8 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self.cam.stage_sigs.update(
             [
                 ("trigger_mode", "Internal Series"),
-                ("manual_trigger", "Enable" if by_file_writer else "Disable"),
-                ("num_triggers", MAX_TRIGGERS if by_file_writer else 1),
+                ("manual_trigger", "Disable"),
+                ("num_triggers", 1),
                 ("num_images", images_per_point),
                 ("wait_for_plugins", "Yes"),
                 ("array_callbacks", "Enable"),
@@ -467,8 +465,6 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self._frames_taken = 0  # frames the points so far asked for
         self._frames_confirmed = 0  # frames the IOC confirmed in the file
         self._dropped_at_stage = 0
-        self._array_base = 0  # cam1:ArrayCounter_RBV at the arm (FileWriter source)
-        self._stats_in_use: list[Eiger2StatsPlugin] = []
         self._failure: Exception | None = None  # the first cause, once a point failed
         self._point: DeviceStatus | None = None  # the point in flight
 
@@ -513,62 +509,10 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         # Read once here, not at every point: the exposure settings do not change mid-scan.
         period = max(self.cam.acquire_period.get(), 0.0)
         self._trigger_timeout = self.images_per_point * period + TRIGGER_MARGIN
-        if self.file_source is FileSource.FILE_WRITER:
-            self._dropped_at_stage = 0
-            try:
-                self._arm()
-            except Exception:
-                self.unstage()
-                raise
-        else:
-            self._dropped_at_stage = int(self.hdf1.dropped.get())
+        self._dropped_at_stage = (0 if self.file_source is FileSource.FILE_WRITER
+                                  else int(self.hdf1.dropped.get()))
         self.cam.acquire_busy.subscribe(self._on_connection, event_type="meta", run=False)
         return staged
-
-    def _arm(self) -> None:
-        """Arm for the whole stage (the FileWriter source): one series, a trigger per point."""
-        self.cam.acquire.put(1, wait=False)  # the put completes at disarm
-        deadline = time.monotonic() + SIGNAL_TIMEOUT
-        began = False  # an Error left from before the arm, seen first, does not count
-        while self.cam.armed.get(use_monitor=False) != 1:
-            error = self.cam.detector_state.get(use_monitor=False) == "Error"
-            began = began or not error
-            if (error and began) or time.monotonic() > deadline:
-                raise DetectorError(
-                    f"{self.name}: the detector did not arm in {SIGNAL_TIMEOUT:g} s: it says "
-                    f"{self.cam.status_message.get(use_monitor=False)!r} "
-                    f"({self.prefix}cam1:StatusMessage_RBV). Fix what it names (FWEnable, the "
-                    "DCU disk: FWFree_RBV), then run again.")
-            time.sleep(POLL)
-        self.file_writer.start_series()
-        # Arrays of this arm are numbered on from the camera's counter; the enabled Stats
-        # plugins have a point's numbers once they show its last array's id.
-        self._array_base = int(self.cam.array_counter.get(use_monitor=False))
-        self._stats_in_use = [plugin for plugin in (self.stats1, self.stats2)
-                              if plugin.enable.get(as_string=True, use_monitor=False) == "Enable"]
-
-    def _stats_have(self, frames: int) -> bool:
-        """The enabled Stats plugins have processed the arm's first ``frames`` arrays."""
-        last = self._array_base + frames
-        return all(plugin.unique_id.get() >= last for plugin in self._stats_in_use)
-
-    def _disarm(self) -> None:
-        """End the FileWriter series and wait until its master has been downloaded; check that
-        every frame taken is in it."""
-        self.cam.acquire.put(0, wait=False)
-        series = self.file_writer.series
-        if series is None:
-            return
-        deadline = time.monotonic() + SIGNAL_TIMEOUT
-        while self.cam.acquire_busy.get(use_monitor=False) != 0:
-            if time.monotonic() > deadline:
-                raise self._not_responding(SIGNAL_TIMEOUT)
-            time.sleep(POLL)
-        if self._failure is not None or not self._frames_taken:
-            return
-        frames = series.wait_for_master(self.download_timeout)
-        reading = self._health(use_monitor=False, expected=self._frames_taken)
-        check(dataclasses.replace(reading, captured=frames))
 
     def unstage(self) -> list[object]:
         """End the capture (the IOC then closes the file) and check every confirmed frame is in
@@ -578,11 +522,8 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         try:
             if not self._ioc_connected():
                 raise self._not_responding(0)
-            if self.file_source is FileSource.FILE_WRITER:
-                self._disarm()
-                return super().unstage()
             unstaged = super().unstage()
-            if self._failure is None and self._frames_confirmed:
+            if self.store is self.hdf1 and self._failure is None and self._frames_confirmed:
                 check(self._health(use_monitor=False, expected=self._frames_confirmed))
             return unstaged
         except Exception as err:
@@ -619,13 +560,14 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
 
     def _health(self, use_monitor: bool = True, expected: int | None = None) -> HealthReading:
         """The IOC's account of the capture; ``DetectorNotResponding`` if it does not answer.
-        With the FileWriter source, captured frames are those downloaded to the read path."""
+        With the FileWriter source, captured frames are those of the points done and those of
+        the point's series at the read path."""
         hdf1, cam = self.hdf1, self.cam
         expected = self._frames_taken if expected is None else expected
         try:
             if self.file_source is FileSource.FILE_WRITER:
                 writer = self.file_writer
-                series = writer.series
+                series, done = writer.series, self._frames_confirmed
                 # The DCU posts FWState_RBV "error" before the detector's Error: read the
                 # detector first, so a monitor arriving between the reads cannot hide the cause.
                 detector_state = cam.detector_state.get(use_monitor=use_monitor)
@@ -634,7 +576,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 return HealthReading(
                     name=self.name, prefix=self.prefix, file=str(writer._fn or ""),
                     expected=expected,
-                    captured=series.frames_downloaded(expected) if series else 0,
+                    captured=done + (series.frames_downloaded(expected - done) if series else 0),
                     write_status="Write error" if fw_state == "error" else "Write OK",
                     write_message=message, detector_state=detector_state,
                     status_message=message, writer_pv="cam1:FWState_RBV",
@@ -689,23 +631,25 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         return super().read()
 
     def trigger(self) -> DeviceStatus:
-        """Start one point; done when ``AcquireBusy`` is Done and the IOC confirms every frame in
-        the file; failed with the IOC's own message, or after the trigger timeout."""
+        """Start one point; done when ``AcquireBusy`` is Done and the frames are in the files
+        (the IOC confirms HDF1's; the FileWriter's show at the read path); failed with the IOC's
+        own message, or after the trigger timeout."""
         if self._staged != Staged.yes:
             raise RuntimeError(f"{self.name} is not staged: stage it (a plan does) before trigger")
         if not self._ioc_connected():
             raise self._remember(self._not_responding(0))
-        if self.file_source is FileSource.FILE_WRITER:
-            return self._trigger_file_writer()
+        by_file_writer = self.store is self.file_writer
         # As SingleTrigger.trigger, but keeping our own reference: a fast acquisition can end
         # (and clear self._status) before SingleTrigger.trigger returns it.
         try:
             status = self._status = self._status_type(self)  # reads ArrayCounter
+            self.file_writer.series = None  # the point's series is known once it is over
             self._acquisition_signal.put(1, wait=False)
         except (TimeoutError, DisconnectedError) as err:
             raise self._remember(self._not_responding(SIGNAL_TIMEOUT)) from err
         self._frames_taken += self.images_per_point
-        self.generate_datum(self._image_name, time.time(), {})
+        if not by_file_writer:  # the FileWriter's datum names its series: recorded at the end
+            self.generate_datum(self._image_name, time.time(), {})
         watched = self._point = DeviceStatus(self)
         timer = threading.Timer(self._trigger_timeout,
                                 lambda: self._fail(watched, self._point_timeout_error()))
@@ -713,8 +657,11 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         timer.start()
 
         def confirm() -> None:
-            """Off the CA callback thread: may ask the IOC."""
+            """Off the CA callback thread: may ask the IOC, or wait for files."""
             try:
+                if by_file_writer:
+                    self.file_writer.record_point(self.download_timeout)
+                    self.generate_datum(self._image_name, time.time(), {})
                 reading = self._health()
                 if not reading.healthy:  # monitors may trail the AcquireBusy update: ask
                     reading = self._health(use_monitor=False)
@@ -730,48 +677,11 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
             error = done.exception()
             if error is not None:
                 self._fail(watched, error)
-            elif self._health().healthy:
+            elif not by_file_writer and self._health().healthy:
                 self._frames_confirmed = self._frames_taken
                 watched.set_finished()
             else:
                 threading.Thread(target=confirm, daemon=True).start()
 
         status.add_callback(finish)
-        return watched
-
-    def _trigger_file_writer(self) -> DeviceStatus:
-        """One point of the armed series (``cam1:Trigger``): done when its data file has been
-        downloaded to the read path; failed with the IOC's own message, or after the timeout."""
-        try:
-            self.cam.special_trigger_button.put(1, wait=False)
-        except (TimeoutError, DisconnectedError) as err:
-            raise self._remember(self._not_responding(SIGNAL_TIMEOUT)) from err
-        self._frames_taken += self.images_per_point
-        expected = self._frames_taken
-        self.generate_datum(self._image_name, time.time(), {})
-        watched = self._point = DeviceStatus(self)
-        series = self.file_writer.series
-        waited = self._trigger_timeout - TRIGGER_MARGIN + self.download_timeout
-        deadline = time.monotonic() + waited
-
-        def wait() -> None:
-            """Off the caller's thread: watch the read directory and the IOC's monitors."""
-            try:
-                while not watched.done:
-                    reading = self._health(expected=expected)
-                    check_errors(reading)
-                    if reading.captured >= expected and self._stats_have(expected):
-                        self._frames_confirmed = expected
-                        watched.set_finished()
-                        return
-                    if time.monotonic() > deadline:
-                        if not self._ioc_connected():
-                            raise self._not_responding(self._trigger_timeout)
-                        raise series.late(f"data file {series.data_file_of(expected).name}",
-                                          waited)
-                    time.sleep(POLL)
-            except Exception as err:
-                self._fail(watched, err)
-
-        threading.Thread(target=wait, daemon=True).start()
         return watched

@@ -10,6 +10,7 @@ and no Tiled.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from .catalog import (
 from .config import DEFAULT_DEVICES_FILE, DevicesFileError, device_entry, device_names
 from .file_writer import FileSource, check_file_source
 from .inspection import MasterFileError, inspect_master, open_master
-from .layout import DATA_DATASET, check_compression, frame_images
+from .layout import DATA_DATASET, DATA_FILE_INFIX, check_compression, frame_images
 from .paths import PathTemplates, ReadPathError
 from .tiled_adapter import FramewiseHDF5Adapter
 
@@ -200,6 +201,12 @@ def check_read_path(settings: DetectorSettings, ioc_values: dict[str, str]) -> H
     if when is None or not last.startswith(paths.write):
         return Hop("read path", True, f"{paths.read!r} exists and is readable here")
     seen_here = Path(paths.read) / last[len(paths.write):]
+    series = seen_here.name.partition(DATA_FILE_INFIX)[0]  # a DCU data file's series stem
+    kin = next(seen_here.parent.glob(f"{glob.escape(series)}*"), None) if series else None
+    if not seen_here.exists() and kin is not None:  # the directory is right; the file is gone
+        return Hop("read path", True,
+                   f"the IOC's last series is here ({str(kin)!r}), but not its last file "
+                   f"{seen_here.name!r}: see the links of its master")
     if not seen_here.exists():
         return Hop("read path", False,
                    f"{paths.read!r} exists here but does not show the IOC's last file {last!r} "
@@ -252,11 +259,18 @@ def check_tiled(catalog: Catalog, data_key: str, run: str | int = -1) -> Iterato
         return
     where = "inside readable storage" if catalog.readable_storage is not None else "here"
     yield Hop("data source", True, f"{len(masters)} master file(s) {where}: {masters[0]}")
-    for master in masters:
-        hops = list(check_master_file(master))
-        yield from hops
-        if not all(hop.passed for hop in hops):
-            return
+    hops = list(check_master_file(masters[0]))
+    yield from hops
+    if not all(hop.passed for hop in hops):
+        return
+    if len(masters) > 1:  # a master per arm (each point of a FileWriter step scan): one line
+        for master in masters[1:]:
+            failed = next((hop for hop in check_master_file(master) if not hop.passed), None)
+            if failed is not None:
+                yield Hop(failed.name, False, f"{master.name}: {failed.detail}")
+                return
+        yield Hop("other masters", True, f"the run's {len(masters) - 1} other master file(s) "
+                  "pass the same checks")
     yield _compare_frame_0(images, masters[0], embedded=catalog.server is not None)
 
 

@@ -1,11 +1,13 @@
 """The DECTRIS FileWriter source as a client sees it: one series per arm, downloaded by the IOC.
 
-With ``file_source: file_writer`` a device arms the detector once per stage with a unique
-``FWNamePattern`` (``<uuid>_$id``; the DCU replaces ``$id`` by ``SequenceId``), the DCU cuts a
-data file every ``FWNImagesPerFile`` frames, and the IOC (``SaveFiles``) downloads each into
-``cam1:FilePath``: the data files as they fill, the master last, at disarm. Both device flavours
-find the files by the read path; a point is done when its data file is there, a run when its
-master is. The names are those of ``id3c_eiger.layout``.
+With ``file_source: file_writer`` a device stages a unique ``FWNamePattern`` (``<uuid>_$id``;
+the DCU replaces ``$id`` by ``SequenceId``, one more at every arm). Each arm is a series: the DCU
+writes its master at arm, for every frame the arm asks, and a data file every
+``FWNImagesPerFile`` frames; the IOC (``SaveFiles``) downloads the master first, then each data
+file, into ``cam1:FilePath``, and ends the acquisition (``Acquire`` Done) only once every file
+is there. So a step scan arms once per point, as NSLS-II's EIGER does: a master per point, each
+recorded as its own resource; a fly scan arms once for all its frames. Both device flavours find
+the files by the read path. The names are those of ``id3c_eiger.layout``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import h5py
+from .layout import MASTER_SUFFIX, data_file_name
 
-from .layout import DATA_DATASET, MASTER_SUFFIX, data_file_name
-
-DOWNLOAD_TIMEOUT = 10.0  # s: a full file reaches the read path this late at most (IOC polls it)
-MAX_TRIGGERS = 1_000_000  # NumTriggers of a step scan's arm: ended by disarm, not by count
+DOWNLOAD_TIMEOUT = 10.0  # s: a downloaded file shows at the read path this late at most
 POLL = 0.01  # s: how often the read directory is looked at while waiting
 
 
@@ -69,15 +68,23 @@ class DownloadedSeries:
 
     @property
     def master(self) -> Path:
-        """The master file at the read path (downloaded last, once the series is over)."""
+        """The master file at the read path (downloaded first, as soon as the detector armed)."""
         return self.directory / f"{self.name}{MASTER_SUFFIX}.h5"
 
     def data_file(self, number: int) -> Path:
         """Data file ``number`` (1-based) at the read path."""
         return self.directory / data_file_name(self.master, number)
 
+    def files(self, frames: int) -> list[Path]:
+        """The files that hold the series' first ``frames`` frames: the master, then data files."""
+        return [self.master, *(self.data_file(number)
+                               for number in range(1, -(-frames // self.frames_per_file) + 1))]
+
     def frames_downloaded(self, expected: int) -> int:
-        """Frames of the first ``expected`` that lie in data files found at the read path."""
+        """Frames of the first ``expected`` that lie in data files found at the read path, with
+        the master that reaches them."""
+        if not self.master.exists():
+            return 0
         found = 0
         number = 1
         while found < expected and self.data_file(number).exists():
@@ -85,27 +92,20 @@ class DownloadedSeries:
             number += 1
         return found
 
-    def wait_for_master(self, timeout: float = DOWNLOAD_TIMEOUT) -> int:
-        """Wait until the master is at the read path and opens whole; its frame count."""
+    def wait_for_files(self, frames: int, timeout: float = DOWNLOAD_TIMEOUT) -> None:
+        """Wait until the master and the data files of the first ``frames`` frames are at the
+        read path (another host's mount may show them later than the IOC wrote them)."""
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                # SWMR, as Tiled opens it: one process may hold it both ways (embedded Tiled).
-                with h5py.File(self.master, "r", swmr=True) as master:
-                    return int(master[DATA_DATASET].shape[0]) if DATA_DATASET in master else 0
-            except (OSError, KeyError):  # not there yet, or still being copied
+        for path in self.files(frames):
+            while not path.exists():
                 if time.monotonic() > deadline:
-                    raise self.late(f"master {self.master.name}", timeout) from None
+                    raise self.late(path.name, timeout)
                 time.sleep(POLL)
-
-    def data_file_of(self, frames: int) -> Path:
-        """The data file that holds frame number ``frames`` (1-based)."""
-        return self.data_file(max(1, -(-frames // self.frames_per_file)))
 
     def late(self, what: str, timeout: float) -> DownloadTimeout:
         """The error for ``what`` (a file of this series) missing at the read path."""
         return DownloadTimeout(
-            f"{what} of FileWriter series {self.name} did not reach {self.directory}/ in "
+            f"{what} of FileWriter series {self.name} did not show in {self.directory}/ in "
             f"{timeout:.3g} s. Fix: check that cam1:SaveFiles is Enable, cam1:StatusMessage_RBV "
             "for a failed download, and that the read path template names the directory the "
             "IOC downloads into (cam1:FilePath, as this host mounts it)."

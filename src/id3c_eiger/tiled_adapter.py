@@ -25,6 +25,8 @@ separated by ``:``), since a Tiled adapter is not told the server's storage::
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import stat
 from collections.abc import Iterable
@@ -109,6 +111,25 @@ def check_confined(master: str | Path, roots: Iterable[str | Path]) -> list[Miss
     return missing
 
 
+def _lost_sources(by_file: list[tuple[Path, list[MissingTarget]]], dataset: str,
+                  structure: Any) -> list[MissingTarget]:
+    """The missing virtual sources that hold frames the run recorded. A DECTRIS master, written
+    at arm, names a source for every frame the arm asked; a series stopped early never makes the
+    last ones, which is no loss. (An external link may also name a data file a moment before it
+    exists.) The files' frames are taken in order, as Tiled concatenates them."""
+    shape = getattr(structure, "shape", None)
+    if not shape or len(shape) < 3:
+        return [m for _, missing in by_file for m in missing if m.target.kind == "virtual source"]
+    recorded = math.prod(shape[:-2])  # frames (times images per point, or thresholds)
+    lost, offset = [], 0
+    for path, missing in by_file:
+        lost += [m for m in missing if m.target.kind == "virtual source"
+                 and offset + m.target.first_frame < recorded]
+        with contextlib.suppress(OSError, KeyError), h5py.File(path, "r", swmr=True) as f:
+            offset += f[dataset].shape[0] if dataset in f else 0
+    return lost
+
+
 def _storage_from_environment() -> tuple[Path, ...]:
     value = os.environ.get(READABLE_STORAGE_VARIABLE, "")
     return tuple(Path(item) for item in value.split(os.pathsep) if item)
@@ -137,6 +158,16 @@ class _VirtualFrames:
 
 class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
     """Tiled's HDF5 array adapter, with virtual datasets split one frame (leading index) a block."""
+
+    @classmethod
+    def from_catalog(cls, data_source: Any, node: Any, /, **kwargs: Any) -> HDF5ArrayAdapter:
+        """As Tiled's, serving only the frames the run recorded: a DECTRIS master, written at
+        arm, reaches every frame the arm asked, and a series stopped early holds fewer."""
+        adapter = super().from_catalog(data_source, node, **kwargs)
+        array, shape = adapter._array, tuple(data_source.structure.shape)
+        if array.ndim == len(shape) and array.shape[1:] == shape[1:] and array.shape[0] > shape[0]:
+            adapter._array = array[: shape[0]]
+        return adapter
 
     @staticmethod
     def lazy_load_hdf5_array(
@@ -181,21 +212,22 @@ class FramewiseHDF5Adapter(HDF5Adapter):
                 "directories (separated by ':') in the Tiled server's environment")
         # Refusals are served as 4xx with the reason, so the client and the doctor see what
         # the server saw; a plain exception is a bare 500 that the client retries for ~25 s.
+        if not isinstance(dataset, str):
+            dataset = "/".join(dataset)
         missing: list[MissingTarget] = []
+        by_file: list[tuple[Path, list[MissingTarget]]] = []
         for asset in data_source.assets:
             parsed = urlparse(asset.data_uri)
             if parsed.scheme == "file":
+                path = Path(unquote(parsed.path))
                 try:
-                    missing += check_confined(Path(unquote(parsed.path)), roots)
+                    by_file.append((path, check_confined(path, roots)))
                 except OutsideReadableStorage as err:
                     raise HTTPException(HTTP_403_FORBIDDEN, f"{err}") from err
-        # A master only names virtual sources that hold frames: one missing is a loss, never a
-        # file still to come (an external link may name a data file a moment before it exists).
-        sources = [m for m in missing if m.target.kind == "virtual source"]
-        if sources:
-            raise HTTPException(HTTP_404_NOT_FOUND, "; ".join(map(str, sources)))
-        if not isinstance(dataset, str):
-            dataset = "/".join(dataset)
+                missing += by_file[-1][1]
+        lost = _lost_sources(by_file, dataset, data_source.structure) if missing else []
+        if lost:
+            raise HTTPException(HTTP_404_NOT_FOUND, "; ".join(map(str, lost)))
         try:
             if data_source.structure_family == StructureFamily.array:
                 return FramewiseHDF5ArrayAdapter.from_catalog(data_source, node, dataset=dataset,

@@ -37,6 +37,7 @@ DATA_DATASET = "/entry/data/data"  # in every data file; in a v2024.2 master
 DETECTOR = "/entry/instrument/detector"
 DETECTOR_SPECIFIC = f"{DETECTOR}/detectorSpecific"
 MASTER_SUFFIX = "_master"  # a series' master file is <stem>_master.h5
+DATA_FILE_INFIX = "_data_"  # and its data files <stem>_data_NNNNNN.h5
 FIRST_THRESHOLD = ":,0"  # every frame's first-threshold image of 4-D data, as a Tiled slice
 
 _NX_CLASSES = {
@@ -82,7 +83,7 @@ def series_stem(master_path: str | os.PathLike[str]) -> str:
 
 def data_file_name(master_path: str | os.PathLike[str], number: int) -> str:
     """File name of data file ``number`` (1-based) of the series of ``master_path``."""
-    return f"{series_stem(master_path)}_data_{number:06d}.h5"
+    return f"{series_stem(master_path)}{DATA_FILE_INFIX}{number:06d}.h5"
 
 
 def legacy_link_name(number: int) -> str:
@@ -165,7 +166,6 @@ class SeriesMetadata:
     dead_time: float
     pixel_mask: np.ndarray = field(repr=False)
     start_time: str = "1970-01-01T00:00:00+00:00"
-    end_time: str | None = None  # once the series is over
     title: str = ""
     sample_name: str = ""
 
@@ -284,8 +284,6 @@ def _write_nxmx(f: h5py.File, metadata: SeriesMetadata, n_frames: int) -> None:
     _field(f, "/entry/title", metadata.title)
     _field(f, "/entry/start_time", metadata.start_time)
     _field(f, "/entry/end_time_estimated", f"{end}{zone}")
-    if metadata.end_time is not None:
-        _field(f, "/entry/end_time", metadata.end_time)
     name, short = INSTRUMENT_NAME
     _field(f, "/entry/instrument/name", name, short_name=short)
     name, short = SOURCE_NAME
@@ -480,6 +478,7 @@ class LinkTarget:
     kind: str  # "external link" or "virtual source"
     target: str  # the target file as written in the master
     dataset: str  # the dataset in the target file
+    first_frame: int = 0  # a virtual source's first frame in the master's dataset
 
 
 def link_targets(master: h5py.File) -> list[LinkTarget]:
@@ -492,7 +491,8 @@ def link_targets(master: h5py.File) -> list[LinkTarget]:
             targets.append(LinkTarget(link_path, "external link", link.filename, link.path))
         elif isinstance(link, h5py.HardLink) and master[link_path].is_virtual:
             targets += [
-                LinkTarget(link_path, "virtual source", source.file_name, source.dset_name)
+                LinkTarget(link_path, "virtual source", source.file_name, source.dset_name,
+                           int(source.vspace.get_select_bounds()[0][0]))
                 for source in master[link_path].virtual_sources()
                 if source.file_name != "."  # a source in the master itself
             ]
