@@ -3,12 +3,16 @@
 #               a picture + the doctor)
 #   make test   install into .venv (and PostgreSQL, for the deployment tests), then lint and
 #               run the test suite
-# make sim starts the simulated EIGER2 IOC alone, for your own client.
+# make sim starts the simulated EIGER2 IOC alone, for your own client
+#   (make sim PREFIX=XYZ: PORT=5070 PVA_PORT=5077 DATA_ROOT=/some/dir for other ones).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DATA_ROOT ?= /tmp/id3c-eiger-data
+PREFIX ?= 3idcEIG2:
+PORT ?= 5064
+PVA_PORT ?= 5076
 
 .PHONY: run sim test install benchmark clean postgresql
 
@@ -25,7 +29,8 @@ run: $(STAMP)
 
 sim: $(STAMP)
 	mkdir -p $(DATA_ROOT)
-	$(BIN)/id3c-eiger-sim --data-root $(DATA_ROOT)
+	$(BIN)/id3c-eiger-sim --data-root $(DATA_ROOT) --prefix '$(PREFIX)' --port $(PORT) \
+		--pva-port $(PVA_PORT)
 
 test: $(STAMP) postgresql
 	$(BIN)/ruff check .

@@ -15,7 +15,13 @@ from bluesky.run_engine import (
 
 from helpers import ASYNC, CLASSIC
 from id3c_eiger.async_devices import Eiger2Detector as AsyncEiger2Detector
-from id3c_eiger.config import DEFAULT_DEVICES_FILE, DevicesFileError, check_devices_file, load_devices
+from id3c_eiger.config import (
+    PACKAGED_DEVICES_FILE,
+    DevicesFileError,
+    DevicesNotConnected,
+    check_devices_file,
+    load_devices,
+)
 from id3c_eiger.devices import Eiger2Detector
 from id3c_eiger.paths import PathTemplateError, PathTemplates
 
@@ -27,10 +33,10 @@ def write(tmp_path: Path, content: object) -> Path:
 
 
 def test_shipped_file_declares_both_flavours_and_loads_with_guarneri(sim, tmp_path, RE) -> None:
-    entries = check_devices_file(DEFAULT_DEVICES_FILE)
+    entries = check_devices_file(PACKAGED_DEVICES_FILE)
     (classic,) = entries[CLASSIC]
     (modern,) = entries[ASYNC]
-    assert classic["prefix"] == "3idcEIG2:" and "FIXME" not in DEFAULT_DEVICES_FILE.read_text()
+    assert classic["prefix"] == "3idcEIG2:" and "FIXME" not in PACKAGED_DEVICES_FILE.read_text()
     assert classic["name"] == "eiger2" and modern["name"] == "eiger2_async"
     assert {k: v for k, v in modern.items() if k != "name"} == {
         k: v for k, v in classic.items() if k != "name"}  # the same settings, one YAML anchor
@@ -47,6 +53,33 @@ def test_shipped_file_declares_both_flavours_and_loads_with_guarneri(sim, tmp_pa
     model = call_in_bluesky_event_loop(eiger2_async.driver.model.get_value(), timeout=5)
     assert model == "EIGER2 Si 500K"  # connected in the RunEngine's loop
     assert set(instrument.devices.findall(label="detectors")) == {eiger2, eiger2_async}
+
+
+def test_the_default_file_with_per_call_overrides(sim, RE, monkeypatch) -> None:
+    """No path: the packaged file; keywords given to the call replace those of every entry."""
+    monkeypatch.delenv("ID3C_EIGER_DEVICES", raising=False)
+    instrument = load_devices(prefix=sim.prefix, write_path_template=str(sim.directory),
+                              read_path_template=str(sim.directory))
+    eiger2 = instrument.devices["eiger2"]
+    assert eiger2.prefix == sim.prefix and eiger2.connected
+    assert eiger2.store.templates.write == str(sim.directory)
+    assert instrument.devices["eiger2_async"]._prefix == sim.prefix
+    with pytest.raises(DevicesFileError, match="key 'images_per_point' is 'x'"):
+        load_devices(images_per_point="x", connect=False)  # overrides are checked too
+
+
+def test_an_unreachable_ioc_is_named_and_the_rest_still_loads(sim, tmp_path, RE) -> None:
+    here = {"write_path_template": str(sim.directory), "read_path_template": str(sim.directory)}
+    path = write(tmp_path, {CLASSIC: [{"name": "eiger2", "prefix": sim.prefix, **here},
+                                      {"name": "eiger2_b", "prefix": "NOWHERE7:", **here}]})
+    with pytest.raises(DevicesNotConnected) as err:
+        load_devices(path, timeout=1.0)
+    message = str(err.value)
+    assert "eiger2_b: prefix 'NOWHERE7:' did not answer" in message and "loaded: eiger2" in message
+    assert err.value.instrument.devices["eiger2"].connected
+    instrument = load_devices(path, timeout=1.0, skip_unreachable=True)
+    assert instrument.devices["eiger2"].connected
+    assert [d.name for d in instrument.devices.root_devices] == ["eiger2"]
 
 
 def test_loading_async_devices_without_a_run_engine_says_what_to_do(tmp_path) -> None:

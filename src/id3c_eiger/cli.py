@@ -13,7 +13,6 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .config import DEFAULT_DEVICES_FILE
 from .deploy import (
     API_KEY_VARIABLE,
     DEFAULT_PORT,
@@ -29,6 +28,8 @@ from .plotting import FrameImage, frame_from_master, frame_from_run, plot_frame
 EXIT_FAIL = 1  # the doctor found a broken hop, or a link does not resolve
 EXIT_ERROR = 2  # bad input: the command could not look at all
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+DEVICES_HELP = ("devices file (default: $ID3C_EIGER_DEVICES, else the one shipped with the "
+                "package)")
 
 
 def _frames(text: str) -> range:
@@ -78,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
                       "temporary directory, kept)")
     demo.add_argument("--points", type=int, default=10, help="points of bp.count (default 10)")
     demo.add_argument("--exposure", type=float, default=0.1, help="s a frame (default 0.1)")
-    demo.add_argument("--devices", default=str(DEFAULT_DEVICES_FILE), help="devices file")
+    demo.add_argument("--devices", help=DEVICES_HELP)
     demo.add_argument("--detector", default="eiger2", help="device name (default eiger2)")
     inspect = commands.add_parser("inspect", help="a master file's tree, links and metadata")
     inspect.add_argument("master", help="path of a *_master.h5 file (or of an HDF1 file)")
@@ -96,8 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check every hop; PASS or FAIL with the fix")
     doctor.add_argument("--master", help="check this master (or HDF1) file alone (no IOC, no "
                         "Tiled)")
-    doctor.add_argument("--devices", default=str(DEFAULT_DEVICES_FILE),
-                        help="devices file naming the detector (default configs/devices.yml)")
+    doctor.add_argument("--devices", help=DEVICES_HELP)
     doctor.add_argument("--timeout", type=float, default=2.0, help="s to wait for each PV")
     doctor.add_argument("--runs", type=int, metavar="N",
                         help="check that the last N runs in --tiled read, one line each (no IOC)")
@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--spool", help="spool directory (default ~/.local/state/id3c-eiger/spool)")
     config = commands.add_parser("tiled-config", help="the Tiled server's configuration (and "
                                  "systemd unit) for the detectors of a devices file")
-    config.add_argument("--devices", default=str(DEFAULT_DEVICES_FILE), help="devices file")
+    config.add_argument("--devices", help=DEVICES_HELP)
     config.add_argument("--database", required=True, metavar="URI",
                         help="catalog database, postgresql://USER:PASSWORD@HOST:PORT/DB")
     config.add_argument("--writable", required=True, metavar="DIR",

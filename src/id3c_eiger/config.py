@@ -1,15 +1,22 @@
-"""``configs/devices.yml``, read as APS beamlines read it: guarneri ``Instrument.load``.
+"""``devices.yml``, read as APS beamlines read it: guarneri ``Instrument.load``.
 
 The file maps the dotted path of a device class or factory to a list of keyword maps, one per
 device (apsbits' ``make_devices()`` reads the same file the same way). Before guarneri builds
 anything, every entry is checked against its class's signature, so a typo or a wrong type names
 the file, the entry and the key instead of failing deep inside a constructor.
+
+Which file: the one given, else ``$ID3C_EIGER_DEVICES`` (a site's own), else the one shipped in
+the package (``id3c_eiger/configs/devices.yml``; ``configs/devices.yml`` of a checkout links to
+it), so an installed wheel works as a checkout does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import os
+import tempfile
 import typing
 from pathlib import Path
 from typing import Any
@@ -21,12 +28,38 @@ from bluesky.run_engine import call_in_bluesky_event_loop, get_bluesky_event_loo
 from guarneri.helpers import dynamic_import
 from pydantic import TypeAdapter, ValidationError
 
-DEFAULT_DEVICES_FILE = Path(__file__).resolve().parents[2] / "configs" / "devices.yml"
+logger = logging.getLogger(__name__)
+
+PACKAGED_DEVICES_FILE = Path(__file__).resolve().parent / "configs" / "devices.yml"
+DEVICES_VARIABLE = "ID3C_EIGER_DEVICES"  # a site's devices file
 CONNECT_TIMEOUT = 10.0  # s
+
+
+def find_devices_file(path: str | os.PathLike[str] | None = None) -> Path:
+    """The devices file to read: ``path``, else ``$ID3C_EIGER_DEVICES``, else the packaged one."""
+    if path is not None:
+        return Path(path)
+    return Path(os.environ.get(DEVICES_VARIABLE) or PACKAGED_DEVICES_FILE)
 
 
 class DevicesFileError(ValueError):
     """A devices file breaks a rule; the message names the file, the entry and the key."""
+
+
+class DevicesNotConnected(ConnectionError):
+    """Devices whose IOC did not answer, named in one message with their prefixes; the others
+    were loaded and connected (``instrument``)."""
+
+    def __init__(self, path: Path, failures: dict[str, str], instrument: guarneri.Instrument):
+        self.failures = failures
+        self.instrument = instrument
+        named = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
+        loaded = ", ".join(sorted(d.name for d in instrument.devices.root_devices
+                                  if d.name not in failures)) or "none"
+        super().__init__(
+            f"{path}: {len(failures)} device(s) did not connect ({named}); loaded: {loaded}. "
+            "Fix: start the IOC, check the prefix, and that EPICS_CA_ADDR_LIST reaches the "
+            "IOC's host; load_devices(..., skip_unreachable=True) loads the rest without them")
 
 
 def _entry_name(index: int, kwargs: dict[str, Any]) -> str:
@@ -123,32 +156,66 @@ def device_entry(path: str | Path, name: str) -> tuple[str, dict[str, Any]]:
 
 
 def load_devices(
-    path: str | Path = DEFAULT_DEVICES_FILE, *, connect: bool = True, timeout: float = CONNECT_TIMEOUT
+    path: str | os.PathLike[str] | None = None, *, connect: bool = True,
+    timeout: float = CONNECT_TIMEOUT, skip_unreachable: bool = False, **overrides: Any,
 ) -> guarneri.Instrument:
     """Build (and connect) every device of a devices file with guarneri, as apsbits does.
 
-    Returns the guarneri ``Instrument``; ``instrument.devices["eiger2"]`` is a device by name.
-    ophyd-async devices connect in the RunEngine's event loop, so create the RunEngine first
-    (as an apsbits startup does). Connection failures raise ophyd-async's ``NotConnectedError``
-    naming each device.
+    ``path``: see ``find_devices_file``. ``overrides`` replace keys of every entry for this call
+    (``prefix="SIM1:"``, ``write_path_template=...``). Returns the guarneri ``Instrument``;
+    ``instrument.devices["eiger2"]`` is a device by name. ophyd-async devices connect in the
+    RunEngine's event loop, so create the RunEngine first (as an apsbits startup does).
+
+    Devices whose IOC does not answer are named in one ``DevicesNotConnected``, which holds the
+    instrument with the others connected; with ``skip_unreachable`` they are left out, logged in
+    that one message, and the rest is returned.
     """
-    path = Path(path)
-    check_devices_file(path)
+    path = find_devices_file(path)
+    content = check_devices_file(path)
+    if overrides:
+        content = {class_path: [{**entry, **overrides} for entry in entries]
+                   for class_path, entries in content.items()}
+        for class_path, entries in content.items():
+            for index, entry in enumerate(entries):
+                _check_entry(path, class_path, index, entry)
     instrument = guarneri.Instrument({})
-    instrument.load(path)
+    if overrides:  # (guarneri 0.3 cannot load an open file: a file with the overrides applied)
+        with tempfile.TemporaryDirectory(prefix="id3c-eiger-devices-") as directory:
+            overridden = Path(directory) / path.name
+            overridden.write_text(yaml.safe_dump(content))
+            instrument.load(overridden)
+    else:
+        instrument.load(path)
     if not connect:
         return instrument
     loop = get_bluesky_event_loop()
     if loop is not None and loop.is_running():
-        call_in_bluesky_event_loop(instrument.connect(timeout=timeout), timeout + CONNECT_TIMEOUT)
+        connecting = call_in_bluesky_event_loop(
+            instrument.connect(timeout=timeout, return_exceptions=True), timeout + CONNECT_TIMEOUT)
+    else:
+        asynchronous = sorted(d.name for d in instrument.devices.root_devices
+                              if isinstance(d, ophyd_async.core.Device))
+        if asynchronous:
+            raise RuntimeError(
+                f"{path}: ophyd-async device(s) {', '.join(asynchronous)} must connect in the "
+                "RunEngine's event loop, and there is none yet; create the RunEngine, then load")
+        connecting = asyncio.run(instrument.connect(timeout=timeout, return_exceptions=True))
+    _, exceptions = connecting
+    if not exceptions:
         return instrument
-    asynchronous = sorted(
-        d.name for d in instrument.devices.root_devices if isinstance(d, ophyd_async.core.Device)
-    )
-    if asynchronous:
-        raise RuntimeError(
-            f"{path}: ophyd-async device(s) {', '.join(asynchronous)} must connect in the "
-            "RunEngine's event loop, and there is none yet; create the RunEngine, then load"
-        )
-    asyncio.run(instrument.connect(timeout=timeout))
+    failures = {name: _unreachable(instrument, name, err) for name, err in exceptions.items()}
+    error = DevicesNotConnected(path, failures, instrument)
+    if not skip_unreachable:
+        raise error
+    for name in failures:
+        instrument.devices.pop(name)
+    logger.warning("%s", error)
     return instrument
+
+
+def _unreachable(instrument: guarneri.Instrument, name: str, err: BaseException) -> str:
+    """One line for a device that did not connect: its prefix and the first cause."""
+    device = next((d for d in instrument.devices.root_devices if d.name == name), None)
+    prefix = getattr(device, "prefix", None) or getattr(device, "_prefix", None)
+    first = " ".join(str(err).split())[:200]
+    return f"prefix {prefix!r} did not answer ({first})" if prefix else first

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .config import DEFAULT_DEVICES_FILE, check_devices_file, device_entry
+from .config import check_devices_file, device_entry, find_devices_file
 from .doctor import STREAM, Hop, check_chain
 from .geometry import EIGER2_500K
 
@@ -111,10 +111,11 @@ class SimulatedBeamline:
 
     @classmethod
     def start(cls, directory: str | os.PathLike[str] | None = None, *,
-              devices_file: str | os.PathLike[str] = DEFAULT_DEVICES_FILE,
+              devices_file: str | os.PathLike[str] | None = None,
               detector: str = "eiger2", echo: Callable[[str], None] = print) -> SimulatedBeamline:
         """Start everything in ``directory`` (a new temporary one by default, kept after)."""
         _check_fresh_channel_access()
+        devices_file = find_devices_file(devices_file)
         check_devices_file(devices_file)  # before making anything
         from id3c_eiger_sim.process import client_environment, free_port, start_simulator
 
@@ -163,7 +164,7 @@ def run_demo(
     *,
     points: int = DEMO_POINTS,
     exposure: float = DEMO_EXPOSURE,
-    devices_file: str | os.PathLike[str] = DEFAULT_DEVICES_FILE,
+    devices_file: str | os.PathLike[str] | None = None,
     detector: str = "eiger2",
     echo: Callable[[str], None] = print,
 ) -> DemoResult:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .config import check_devices_file
+from .config import check_devices_file, find_devices_file
 from .tiled_adapter import HDF5_MIMETYPE, READABLE_STORAGE_VARIABLE, FramewiseHDF5Adapter
 
 API_KEY_VARIABLE = "TILED_SINGLE_USER_API_KEY"
@@ -68,12 +68,13 @@ def _check_database(uri: str, what: str = "catalog database") -> str:
     return uri
 
 
-def tiled_config(devices_file: str | os.PathLike[str], database: str,
+def tiled_config(devices_file: str | os.PathLike[str] | None, database: str,
                  writable_directory: str | os.PathLike[str], *, tables: str | None = None,
                  host: str = "0.0.0.0", port: int = DEFAULT_PORT) -> dict[str, Any]:
     """The ``tiled serve config`` configuration for the detectors of ``devices_file``: catalog in
     ``database`` (PostgreSQL), new arrays in ``writable_directory``, tables in ``tables`` (the
-    catalog's database by default)."""
+    catalog's database by default); ``devices_file`` None: ``config.find_devices_file``'s."""
+    devices_file = find_devices_file(devices_file)
     database = _check_database(database)
     tables = _check_database(tables or database, "tables database")
     if not Path(writable_directory).is_absolute():

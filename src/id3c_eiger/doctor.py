@@ -32,7 +32,7 @@ from .catalog import (
     open_catalog,
     run_images,
 )
-from .config import DEFAULT_DEVICES_FILE, DevicesFileError, device_entry, device_names
+from .config import DevicesFileError, device_entry, device_names, find_devices_file
 from .file_writer import FileSource, check_file_source
 from .inspection import MasterFileError, inspect_master, open_master
 from .layout import DATA_DATASET, DATA_FILE_INFIX, check_compression, frame_images
@@ -374,7 +374,7 @@ def check_master_file(path: str | os.PathLike[str]) -> Iterator[Hop]:
 
 
 def check_chain(
-    devices_file: str | os.PathLike[str] = DEFAULT_DEVICES_FILE,
+    devices_file: str | os.PathLike[str] | None = None,
     *,
     detector: str | None = None,
     catalog: Catalog | None = None,
@@ -386,7 +386,9 @@ def check_chain(
     """Every hop from the devices file to Tiled's frame 0, up to the first that fails. The Tiled
     hops run when ``catalog`` (an open ``Catalog``) or ``tiled_uri`` is given, for ``run`` (a
     uid, a scan id, or -1 for the latest). Without ``detector``, the run's detector that the
-    devices file names (else ``DEFAULT_DETECTOR``)."""
+    devices file names (else ``DEFAULT_DETECTOR``). ``devices_file``: see
+    ``config.find_devices_file``."""
+    devices_file = find_devices_file(devices_file)
     with contextlib.ExitStack() as stack:
         tiled_error: CatalogError | None = None
         if catalog is None and tiled_uri is not None:
