@@ -49,6 +49,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_tiled_frame_read.py
 	$(BIN)/python benchmarks/bench_reliability.py
 	$(BIN)/python benchmarks/bench_file_writer.py
+	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python -m pytest -m soak -q
 
 clean:

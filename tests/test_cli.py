@@ -6,8 +6,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
+import subprocess
+import sys
 import threading
+from importlib.metadata import version
 from pathlib import Path
 
 import h5py
@@ -42,11 +46,19 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def test_inspect_lists_datasets_links_and_metadata(master, capsys) -> None:
     status, out, _ = run(capsys, "inspect", str(master))
     assert status == 0
-    assert "pixel_mask  shape=(512, 1028) dtype=uint32" in out
+    datasets = out.split("links:")[0].splitlines()
+    rows = {line.split()[0]: line for line in datasets if line.startswith("    ")}
+    assert rows["pixel_mask"].split()[1:] == ["(512,", "1028)", "uint32", "deflate"]
+    assert rows["count_time"].split()[1:] == ["0.001", "s", "float32"]  # value and its units
+    assert rows["description"].split()[1:] == ["Dectris", "EIGER2", "Si", "500K", "ascii[22]"]
+    value_columns = {re.match(r" +\S+ +", line).end() for line in rows.values()}
+    assert len(value_columns) == 1  # aligned
     data_file = data_file_name(master, 1)
     assert f"/entry/data/data (external link) -> {data_file}:/entry/data/data" in out
     assert f"OK: {master.parent / data_file}" in out
-    assert "nimages = 3" in out and "photon_energy = 12000" in out
+    metadata = out.split("metadata:\n")[1].splitlines()
+    assert ["nimages", "3"] in [line.split() for line in metadata]
+    assert ["photon_energy", "12000"] in [line.split() for line in metadata]
 
 
 def test_doctor_passes_every_file_hop_of_a_good_master(master, capsys) -> None:
@@ -61,8 +73,11 @@ def test_inspect_and_doctor_take_the_hdf1_file_with_no_links(sim: Sim, capsys) -
     status, out, _ = run(capsys, "inspect", str(path))
     assert status == 0
     assert "links: none (the frames are in this file)" in out
-    assert "/entry/instrument/NDAttributes/CountTime  shape=(2,)" in out
-    assert "nimages = 2" in out and "count_time = 0.001" in out
+    assert "  /entry/instrument/NDAttributes\n" in out
+    count_time = next(line for line in out.splitlines() if line.strip().startswith("CountTime"))
+    assert count_time.split()[1:] == ["[0.001,", "0.001]", "float64"]  # one per frame
+    metadata = [line.split() for line in out.split("metadata:\n")[1].splitlines()]
+    assert ["nimages", "2"] in metadata and ["count_time", "0.001"] in metadata
     status, out, _ = run(capsys, "doctor", "--master", str(path))
     assert status == 0, out
     assert "HDF1 (NDFileHDF5) file of 2 frames" in out and "none: the frames are in the file" in out
@@ -234,3 +249,23 @@ def test_a_fifo_or_cut_short_data_file_is_named_never_waited_on(master, tmp_path
     assert named in out.getvalue() + err.getvalue()
     if command == "show":
         assert len(err.getvalue().strip().splitlines()) == 1  # one line, no traceback
+
+
+def test_help_and_version_answer_without_loading_the_heavy_libraries() -> None:
+    """``--help``/``--version`` import no Tiled, ophyd, bluesky or h5py (seconds of imports);
+    the help is plain text (no reST markup); the version is the installed one's."""
+    probe = ("import sys, contextlib, io\n"
+             "from id3c_eiger.cli import main\n"
+             "for argv in (['--help'], ['--version']):\n"
+             "    out = io.StringIO()\n"
+             "    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+             "        main(argv)\n"
+             "    print(out.getvalue())\n"
+             "heavy = ('tiled', 'ophyd', 'ophyd_async', 'bluesky', 'h5py', 'matplotlib')\n"
+             "print('LOADED', sorted(m for m in heavy if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout
+    assert "``" not in result.stdout and "usage: id3c-eiger" in result.stdout
+    assert f"id3c-eiger {version('id3c-eiger')}" in result.stdout

@@ -2,7 +2,8 @@
 
 Each subcommand is also a Python function (``demo.run_demo``, ``inspection.inspect_master``,
 ``plotting.plot_frame``, ``doctor.check_chain``, ``deploy.tiled_config``). A problem is one line
-on stderr naming the value and the fix, and a non-zero exit status; never a traceback.
+on stderr naming the value and the fix, and a non-zero exit status; never a traceback. Each
+subcommand imports what it needs when it runs, so ``--help`` and ``--version`` answer at once.
 """
 
 from __future__ import annotations
@@ -11,19 +12,14 @@ import argparse
 import os
 import sys
 from collections.abc import Iterable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .deploy import (
-    API_KEY_VARIABLE,
-    DEFAULT_PORT,
-    config_text,
-    server_environment,
-    systemd_unit,
-    tiled_config,
-)
-from .doctor import DEFAULT_DETECTOR, STREAM, Hop, check_chain, check_master_file, check_runs
-from .inspection import format_report, inspect_master
-from .plotting import FrameImage, frame_from_master, frame_from_run, plot_frame
+if TYPE_CHECKING:
+    from .doctor import Hop
+
+DESCRIPTION = "Run the demo, look at EIGER frames, and diagnose the chain from IOC to Tiled."
 
 EXIT_FAIL = 1  # the doctor found a broken hop, or a link does not resolve
 EXIT_ERROR = 2  # bad input: the command could not look at all
@@ -71,7 +67,8 @@ def _tiled_options(parser: argparse.ArgumentParser, detector_help: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="id3c-eiger", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="id3c-eiger", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"id3c-eiger {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="simulator + embedded Tiled + bp.count + a picture + "
                                "the doctor, on this machine")
@@ -118,15 +115,26 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("--tables", metavar="URI", help="SQL database for tables (default: the "
                         "catalog's)")
     config.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    config.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8000)")
+    config.add_argument("--port", type=int, help="port (default 8000)")
     config.add_argument("--output", default="tiled-config.yml", help="configuration file to write")
     config.add_argument("--systemd", metavar="FILE", help="also write a systemd unit running it")
     return parser
 
 
+def _version() -> str:
+    """The installed distribution's version."""
+    try:
+        return version("id3c-eiger")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _tiled_config(args: argparse.Namespace) -> int:
+    from .deploy import API_KEY_VARIABLE, config_text, server_environment, systemd_unit, tiled_config
+
+    port = {} if args.port is None else {"port": args.port}
     config = tiled_config(args.devices, args.database, args.writable, tables=args.tables,
-                          host=args.host, port=args.port)
+                          host=args.host, **port)
     output = Path(args.output)
     output.write_text(config_text(config))
     print(f"wrote {output}; start the server with:")
@@ -153,7 +161,9 @@ def _show(args: argparse.Namespace) -> int:
         raise ValueError("show needs a master file or --tiled URI (with --run), not both; e.g. "
                          "id3c-eiger show run_master.h5, or id3c-eiger show --tiled "
                          "http://host:8000 --run -1")
-    image: FrameImage
+    from .doctor import DEFAULT_DETECTOR, STREAM
+    from .plotting import frame_from_master, frame_from_run, plot_frame
+
     if args.master is not None:
         image = frame_from_master(args.master, args.frames)
     else:
@@ -184,6 +194,8 @@ def _has_display() -> bool:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import check_chain, check_master_file, check_runs
+
     if args.master is not None and args.tiled is not None:
         raise ValueError("doctor --master checks one file with no IOC and no Tiled; give "
                          "either --master FILE or --tiled URI, not both")
@@ -238,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return _demo(args)
         if args.command == "inspect":
+            from .inspection import format_report, inspect_master
+
             report = inspect_master(args.master)
             print(format_report(report))
             return 0 if report.ok else EXIT_FAIL

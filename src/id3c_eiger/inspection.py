@@ -15,6 +15,7 @@ from typing import Any
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the compression filters a DECTRIS file uses)
+import numpy as np
 
 from .layout import (
     DATA_GROUP,
@@ -43,6 +44,32 @@ class DatasetInfo:
     shape: tuple[int, ...]
     dtype: str
     compression: str
+    value: str | None = None  # a scalar (or up to SHOWN_ELEMENTS values), as text
+    units: str = ""  # the dataset's ``units`` attribute
+
+
+SHOWN_ELEMENTS = 3  # datasets this small show their values, larger ones their shape
+
+
+def _text(value: Any) -> str:
+    """A dataset's or attribute's value as a person reads it: text decoded, floats short."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace").strip() or '""'  # an empty text shows as such
+    if isinstance(value, np.ndarray):
+        return "[" + ", ".join(_text(v) for v in value.tolist()) + "]"
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.6g}"
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def _info(path: str, node: h5py.Dataset) -> DatasetInfo:
+    value = _text(node[()]) if node.size <= SHOWN_ELEMENTS and node.dtype.kind != "V" else None
+    units = node.attrs.get("units", "")
+    dtype = node.dtype
+    kind = (f"ascii[{dtype.itemsize}]" if dtype.kind == "S"
+            else "utf-8" if h5py.check_string_dtype(dtype) else str(dtype))
+    return DatasetInfo(path, node.shape, kind, _compression(node), value,
+                       _text(units) if units is not None else "")
 
 
 @dataclass(frozen=True)
@@ -121,8 +148,7 @@ def inspect_master(path: str | os.PathLike[str]) -> MasterReport:
                 return  # listed with its status below
             node = master.get(name)
             if isinstance(node, h5py.Dataset):
-                report.datasets.append(DatasetInfo(
-                    "/" + name, node.shape, str(node.dtype), _compression(node)))
+                report.datasets.append(_info("/" + name, node))
 
         master.visit_links(visit)
         report.metadata = {k: v for k, v in read_metadata(master).items() if k in KEY_METADATA}
@@ -133,15 +159,28 @@ def inspect_master(path: str | os.PathLike[str]) -> MasterReport:
 
 
 def format_report(report: MasterReport) -> str:
-    """The report as text for a terminal."""
+    """The report as text for a terminal: datasets under their group, in aligned columns (value
+    and units for scalars, shape for arrays), the links with where they resolve, the metadata."""
     lines = [f"{report.path}"]
-    lines += [f"  {d.path}  shape={d.shape} dtype={d.dtype} compression={d.compression}"
-              for d in report.datasets]
+    groups: dict[str, list[DatasetInfo]] = {}
+    for info in report.datasets:
+        groups.setdefault(info.path.rpartition("/")[0] or "/", []).append(info)
+    width = max((len(d.path.rpartition("/")[2]) for d in report.datasets), default=0)
+    for group, infos in groups.items():
+        lines.append(f"  {group}")
+        for d in infos:
+            shown = (f"{d.value} {d.units}".strip() if d.value is not None
+                     else f"{d.shape} {d.units}".strip())
+            compression = "" if d.compression == "none" else f"  {d.compression}"
+            row = f"    {d.path.rpartition('/')[2]:<{width}}  {shown:<24} {d.dtype}{compression}"
+            lines.append(row.rstrip())
     lines.append("links:" if report.links else "links: none (the frames are in this file)")
     for link in report.links:
         t = link.target
         lines.append(f"  {t.link} ({t.kind}) -> {t.target}:{t.dataset}")
         lines.append(f"      {link.status}: {link.detail}")
     lines.append("metadata:")
-    lines += [f"  {key} = {report.metadata[key]}" for key in KEY_METADATA if key in report.metadata]
+    keys = [key for key in KEY_METADATA if key in report.metadata]
+    key_width = max(map(len, keys), default=0)
+    lines += [f"  {key:<{key_width}}  {_text(report.metadata[key])}" for key in keys]
     return "\n".join(lines)
