@@ -262,3 +262,23 @@ def test_the_simulators_channel_access_sends_replies_at_once(monkeypatch) -> Non
             server.cancel()
 
     assert asyncio.run(asyncio.wait_for(connect_and_look(), 10)) != 0
+
+
+def test_the_frame_progress_bar_counts_whole_frames() -> None:
+    """An ophyd-async watcher update (precision 0) is drawn as 223/10000 frames, not the
+    223.0/10000.0 of bluesky's bar."""
+    from id3c_eiger.progress import FrameProgressBar
+
+    class Watched:  # what the bar asks of a status: done, and watch(callback)
+        done = False
+
+        def watch(self, callback) -> None:
+            self.callback = callback
+
+    status = Watched()
+    bar = FrameProgressBar([status])
+    status.callback(name="eiger2", current=1223, initial=1000, target=11000, unit="",
+                    precision=0, time_elapsed=0.1)
+    assert "223/10000" in bar.meters[0] and "frames" in bar.meters[0]
+    assert ".0" not in bar.meters[0].split("|")[2].split("[")[0]
+    bar.clear()

@@ -132,9 +132,11 @@ class SimulatedBeamline:
             import ophyd  # noqa: F401  (installs its PV class into pyepics before any PV exists)
             from bluesky import RunEngine
 
+            from .ca_client import route_exceptions_to_logging
             from .catalog import open_catalog
             from .config import load_devices
 
+            route_exceptions_to_logging()  # the IOC stopped at the end prints no libca block
             RE = RunEngine({}, call_returns_result=False)  # first: ophyd-async connects in its loop
             loaded = load_devices(devices).devices
             catalog = open_catalog(readable_storage=[data_root], directory=directory / "tiled")

@@ -8,8 +8,10 @@ point's event (``show_point_progress``).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import numpy as np
 from bluesky import RunEngine
 from bluesky.callbacks.core import CallbackBase
 from bluesky.utils import ProgressBarManager, TerminalProgressBar
@@ -23,8 +25,23 @@ class FrameProgressBar(TerminalProgressBar):
     def __init__(self, status_objs: Any) -> None:
         super().__init__(status_objs, delay_draw=0.2)
 
-    def update(self, pos: int, *, unit: str = "units", **kwargs: Any) -> None:
-        super().update(pos, unit=unit or " frames", **kwargs)
+    def update(self, pos: int, *, name: str | None = None, current: Any = None,
+               initial: Any = None, target: Any = None, unit: str = "units",
+               time_elapsed: float | None = None, **kwargs: Any) -> None:
+        """As bluesky's, but frames are counted in whole numbers (``223/10000``; bluesky's bar
+        rounds to 3 decimals and shows ``223.0/10000.0``)."""
+        unit = unit or " frames"
+        if not all(isinstance(x, int | np.integer) for x in (current, initial, target)):
+            super().update(pos, name=name, current=current, initial=initial, target=target,
+                           unit=unit, time_elapsed=time_elapsed, **kwargs)
+            return
+        total = max(int(target) - int(initial), 0)
+        done = min(max(int(current) - int(initial), 0), total)
+        if time_elapsed is None:
+            time_elapsed = time.time() - self.creation_time
+        self.meters[pos] = tqdm.format_meter(n=done, total=total, elapsed=time_elapsed,
+                                             unit=unit, prefix=name, ncols=self.ncols)
+        self.draw()
 
 
 def show_frame_progress(RE: RunEngine) -> ProgressBarManager:
