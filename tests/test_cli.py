@@ -269,3 +269,36 @@ def test_help_and_version_answer_without_loading_the_heavy_libraries() -> None:
     assert "LOADED []" in result.stdout
     assert "``" not in result.stdout and "usage: id3c-eiger" in result.stdout
     assert f"id3c-eiger {version('id3c-eiger')}" in result.stdout
+
+
+def test_on_a_terminal_the_doctor_wraps_at_100_columns_in_colour(tmp_path) -> None:
+    """Under a pseudo-terminal: every line within 100 columns, PASS green and FAIL red; in a
+    pipe (every other test) one line a hop, uncoloured."""
+    import pty
+
+    devices = tmp_path / "devices.yml"
+    long_dir = "/tmp/" + "a-long-directory-name/" * 6 + "%Y/%m/%d/"
+    devices.write_text(f"id3c_eiger.devices.Eiger2Detector:\n  - name: eiger2\n"
+                       f"    prefix: 'NOIOC9:'\n    write_path_template: '{long_dir}'\n")
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "COLUMNS")}
+    env |= {"EPICS_CA_ADDR_LIST": "127.0.0.1:9", "EPICS_CA_AUTO_ADDR_LIST": "NO"}
+    process = subprocess.Popen([sys.executable, "-m", "id3c_eiger.cli", "doctor", "--devices",
+                                str(devices), "--timeout", "0.5"], stdout=follower,
+                               stderr=subprocess.DEVNULL, env=env)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=60) == 1
+    text = output.decode()
+    assert "\x1b[32mPASS\x1b[0m  devices file" in text and "\x1b[1;31mFAIL\x1b[0m  IOC" in text
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines()
+    assert len(plain) > 2 and max(map(len, plain)) <= 100  # the devices hop took several lines
+    assert plain[1].startswith("      ")  # continuation lines indented under the name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -24,6 +25,7 @@ DESCRIPTION = "Run the demo, look at EIGER frames, and diagnose the chain from I
 EXIT_FAIL = 1  # the doctor found a broken hop, or a link does not resolve
 EXIT_ERROR = 2  # bad input: the command could not look at all
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+TERMINAL_WIDTH = 100  # columns a doctor line takes at most on a terminal
 DEVICES_HELP = ("devices file (default: $ID3C_EIGER_DEVICES, else the one shipped with the "
                 "package)")
 
@@ -218,10 +220,15 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _print_hops(hops: Iterable[Hop]) -> int:
-    """Print each hop as it comes; 0 if all passed, else ``EXIT_FAIL``."""
+    """Print each hop as it comes; 0 if all passed, else ``EXIT_FAIL``. On a terminal, wrapped
+    to its width (at most ``TERMINAL_WIDTH``) and coloured unless ``$NO_COLOR``; elsewhere (a
+    pipe, a log) one line a hop, for grep."""
+    terminal = sys.stdout.isatty()
+    width = min(shutil.get_terminal_size((TERMINAL_WIDTH, 24)).columns, TERMINAL_WIDTH)
+    colour = terminal and not os.environ.get("NO_COLOR")
     passed = True
     for hop in hops:
-        print(hop, flush=True)
+        print(hop.for_terminal(width, colour) if terminal else hop, flush=True)
         passed &= hop.passed
     return 0 if passed else EXIT_FAIL
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,9 @@ class FilePVs:
                    "HDF1:WriteMessage")
 
 
+_COLOURS = {True: "\033[32m", False: "\033[1;31m"}  # ANSI green, bold red
+
+
 @dataclass(frozen=True)
 class Hop:
     """One hop of the chain: PASS with what was seen, or FAIL with the fix."""
@@ -76,6 +80,16 @@ class Hop:
     def __str__(self) -> str:
         detail = " ".join(self.detail.splitlines())  # one line a hop, whatever the error said
         return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {detail}"
+
+    def for_terminal(self, width: int, colour: bool) -> str:
+        """The hop wrapped to ``width`` columns (continuation lines indented under the name),
+        PASS in green and FAIL in red with ``colour``."""
+        lines = textwrap.wrap(str(self), width=width, subsequent_indent=" " * 6,
+                              break_on_hyphens=False)  # (only words wider than a line break)
+        if colour:
+            word = lines[0][:4]
+            lines[0] = f"{_COLOURS[self.passed]}{word}\033[0m{lines[0][4:]}"
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -114,8 +128,10 @@ def check_devices_entry(devices_file: str | os.PathLike[str], name: str
                    "directory the IOC writes to, e.g. write_path_template: /data/%Y/%m/%d/"), None
     settings = DetectorSettings(name, kwargs["prefix"], templates, source)
     read = templates.read or templates.write
-    return Hop("devices file", True, f"{name} is {class_path}, prefix {settings.prefix!r}, writes "
-               f"{templates.write!r}, read as {read!r}, files by {source.value}"), settings
+    where = (f"writes and reads {read!r}" if read == templates.write
+             else f"writes {templates.write!r}, read as {read!r}")
+    return Hop("devices file", True, f"{name} is {class_path}, prefix {settings.prefix!r}, "
+               f"{where}, files by {source.value}"), settings
 
 
 def _ca_text(pv: str, timeout: float) -> str:
@@ -213,7 +229,8 @@ def check_read_path(settings: DetectorSettings, ioc_values: dict[str, str]) -> H
                    f"(looked for {str(seen_here)!r}): the read and write templates name "
                    "different directories. Fix: set read_path_template to where this host "
                    f"mounts the IOC's {paths.write!r}")
-    return Hop("read path", True, f"the IOC's last file {last!r} is here as {str(seen_here)!r}")
+    here = "is here" if str(seen_here) == last else f"is here as {str(seen_here)!r}"
+    return Hop("read path", True, f"the IOC's last file {last!r} {here}")
 
 
 def _outside(path: Path, storage: list[Path]) -> bool:
