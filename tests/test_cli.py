@@ -302,3 +302,35 @@ def test_on_a_terminal_the_doctor_wraps_at_100_columns_in_colour(tmp_path) -> No
     plain = re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines()
     assert len(plain) > 2 and max(map(len, plain)) <= 100  # the devices hop took several lines
     assert plain[1].startswith("      ")  # continuation lines indented under the name
+
+
+def test_the_readme_show_example_draws_the_roi_it_describes(sim: Sim, tmp_path, capsys) -> None:
+    """The README's own ``show`` line, on a 10-frame series: a picture of counts, not one
+    colour; axes in detector pixels; the ROI in the title."""
+    master = sim.series(10)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.startswith("id3c-eiger show <"))
+    argv = line.split()[1:]
+    argv[argv.index("<master.h5>")] = str(master)
+    argv[argv.index("--output") + 1] = str(tmp_path / "roi.png")
+    status, out, _ = run(capsys, *argv)
+    assert status == 0, out
+    pixels = matplotlib.image.imread(tmp_path / "roi.png")[..., :3]
+    axes_area = pixels[80:470, 150:800].reshape(-1, 3)  # inside the axes of the 10 x 5.5 figure
+    colours, counts = np.unique(np.round(axes_area, 2), axis=0, return_counts=True)
+    assert len(colours) > 20 and counts.max() < 0.5 * len(axes_area)  # not all one colour
+    image = frame_from_master(master, range(10))
+    figure = plot_frame(image, roi=(100, 300, 200, 600), output=tmp_path / "again.png")
+    axes = figure.axes[0]
+    assert axes.get_xlim() == (199.5, 599.5) and axes.get_ylim() == (299.5, 99.5)
+    assert "ROI y 100:300, x 200:600" in axes.get_title()
+
+
+def test_zero_counts_take_the_lowest_colour_not_the_mask_colour(tmp_path) -> None:
+    counts = np.zeros((512, 1028), dtype=np.uint16)
+    counts[:, 514:] = 50
+    plot_frame(frame_from_array(counts, "half empty"), output=tmp_path / "zeros.png")
+    pixels = matplotlib.image.imread(tmp_path / "zeros.png")[..., :3]
+    lowest = np.array(matplotlib.colormaps["viridis"](0.0)[:3])
+    assert np.all(np.isclose(pixels, lowest, atol=0.02), axis=-1).sum() > 10_000
+    assert not np.all(np.isclose(pixels, MASK_COLOUR, atol=0.02), axis=-1).any()

@@ -17,7 +17,8 @@ from .inspection import check_frames_readable, open_master
 from .layout import DATA_DATASET, frame_images, read_metadata
 
 MASK_COLOUR = (1.0, 0.0, 1.0)  # magenta: masked, gap and flagged pixels
-LOW_COLOUR = (0.0, 0.0, 0.0)  # black: zero counts, below the log scale
+OVER_COLOUR = (1.0, 1.0, 1.0)  # white: counts above --vmax
+COLOUR_MAP = "viridis"  # zero counts take its lowest colour, as one count does
 
 
 @dataclass
@@ -106,7 +107,8 @@ def plot_frame(
     vmax: float | None = None,
     output: str | os.PathLike[str] | None = None,
 ) -> Any:
-    """Draw ``image`` (``roi`` = y0, y1, x0, x1); save a PNG to ``output``. Returns the Figure."""
+    """Draw ``image`` (``roi`` = y0, y1, x0, x1, axes in detector pixels, the region in the
+    title); counts above ``vmax`` in white; save a PNG to ``output``. Returns the Figure."""
     if output is not None:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -120,20 +122,32 @@ def plot_frame(
             raise ValueError(f"roi {roi} is outside the {h} x {w} frame; give y0 < y1 <= {h} "
                              f"and x0 < x1 <= {w}")
         counts, masked = counts[y0:y1, x0:x1], masked[y0:y1, x0:x1]
-    shown = np.ma.masked_array(counts, mask=masked)
+    else:
+        y0, x0 = 0, 0
+    height, width = counts.shape
+    # A log scale has no place for 0: LogNorm would mask it (drawn as the mask's colour); as
+    # 0.5, below the scale's 1, it takes the colour map's lowest colour.
+    shown = np.ma.masked_array(np.where(counts > 0, counts, 0.5), mask=masked)
     valid = counts[~masked & (counts > 0)]
     top = vmax if vmax is not None else (float(valid.max()) if valid.size else 1.0)
-    cmap = plt.get_cmap("viridis").with_extremes(bad=MASK_COLOUR, under=LOW_COLOUR)
+    base = plt.get_cmap(COLOUR_MAP)
+    cmap = base.with_extremes(bad=MASK_COLOUR, under=base(0.0), over=OVER_COLOUR)
     figure, axes = plt.subplots(figsize=(10, 5.5))
     picture = axes.imshow(shown, cmap=cmap, norm=LogNorm(vmin=1, vmax=max(top, 1.0 + 1e-9)),
-                          origin="upper", interpolation="nearest")
-    figure.colorbar(picture, ax=axes, label="counts (log scale); magenta = masked/gap")
+                          origin="upper", interpolation="nearest",
+                          extent=(x0 - 0.5, x0 + width - 0.5, y0 + height - 0.5, y0 - 0.5))
+    label = "counts (log scale; 0 in the lowest colour); magenta = masked/gap"
+    if vmax is not None:
+        label += f"; white > {vmax:g}"
+    figure.colorbar(picture, ax=axes, label=label, extend="max" if vmax is not None else "neither")
     md = image.metadata
     details = []
     if "count_time" in md:
         details.append(f"exposure {float(md['count_time']):.4g} s")
     if "photon_energy" in md:
         details.append(f"energy {float(md['photon_energy']):.0f} eV")
+    if roi is not None:
+        details.append(f"ROI y {y0}:{y0 + height}, x {x0}:{x0 + width}")
     axes.set_title("\n".join(filter(None, [image.title, ", ".join(details)])))
     axes.set_xlabel("x (pixel)")
     axes.set_ylabel("y (pixel)")
