@@ -151,3 +151,34 @@ def test_templates_expand_once_with_one_trailing_separator() -> None:
     assert (paths.write, paths.read) == ("/ioc/data/2026/11/24/", "/mnt/eiger//2026/11/24/")
     same = PathTemplates("/ioc/data/").expand(when)
     assert same.read == same.write == "/ioc/data/"
+
+
+def test_apsbits_make_devices_loads_the_file_and_both_flavours_count_into_tiled(
+        sim, tmp_path, RE, catalog) -> None:
+    """An APS instrument's startup: apsbits' own make_devices reads the devices file (here the
+    packaged one, pointed at the simulator) into __main__; both flavours count, and the images
+    read back through Tiled (apsbits' default databroker catalog cannot read them: use Tiled)."""
+    import sys
+
+    import bluesky.plans as bp
+    import guarneri
+    from apsbits.core.instrument_init import make_devices
+
+    here = {"prefix": sim.prefix, "write_path_template": f"{sim.directory}/aps/",
+            "read_path_template": f"{sim.directory}/aps/"}
+    content = {class_path: [{**entry, **here} for entry in entries]
+               for class_path, entries in check_devices_file(PACKAGED_DEVICES_FILE).items()}
+    write(tmp_path, content)
+    instrument = guarneri.Instrument({})
+    make_devices(path=tmp_path, file="devices.yml", device_manager=instrument, pause=0)
+    main = sys.modules["__main__"]
+    try:
+        for name in ("eiger2", "eiger2_async"):
+            device = getattr(main, name)  # in the startup's namespace, as a session sees it
+            assert device is instrument.devices[name]
+            (uid,) = RE(bp.count([device], num=2))
+            assert catalog.runs[uid].primary[f"{name}_image"].shape == (2, 512, 1028)
+    finally:
+        for name in ("eiger2", "eiger2_async"):
+            if hasattr(main, name):
+                delattr(main, name)
