@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    install into .venv, then run the demo (simulator + embedded Tiled + bp.count +
 #               a picture + the doctor)
-#   make test   install into .venv (and PostgreSQL, for the deployment tests), then lint and
+#   make test   install into .venv (and PostgreSQL and Redis, for the deployment and
+#               queueserver tests), then lint and
 #               run the test suite
 # make sim starts the simulated EIGER2 IOC alone, for your own client
 #   (make sim PREFIX=XYZ: PORT=5070 PVA_PORT=5077 DATA_ROOT=/some/dir for other ones).
@@ -14,7 +15,7 @@ PREFIX ?= 3idcEIG2:
 PORT ?= 5064
 PVA_PORT ?= 5076
 
-.PHONY: run sim test install benchmark clean postgresql
+.PHONY: run sim test install benchmark clean postgresql redis
 
 install: $(STAMP)
 
@@ -32,7 +33,7 @@ sim: $(STAMP)
 	$(BIN)/id3c-eiger-sim --data-root $(DATA_ROOT) --prefix '$(PREFIX)' --port $(PORT) \
 		--pva-port $(PVA_PORT)
 
-test: $(STAMP) postgresql
+test: $(STAMP) postgresql redis
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -54,3 +55,8 @@ benchmark: $(STAMP)
 
 clean:
 	rm -rf $(VENV)
+
+# The queueserver test runs a real Redis (Debian's package), started by the test itself.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y --no-install-recommends redis-server
