@@ -10,11 +10,10 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import PORT, Sim, start_simulator
+from common import simulator_with_dcu
 
 RUNS = 5
 COMMAND = [str(Path(sys.executable).with_name("id3c-eiger"))]
@@ -31,17 +30,8 @@ def seconds(argv: list[str]) -> float:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
-        root, dcu = Path(tmp) / "data", Path(tmp) / "dcu"
-        root.mkdir()
-        dcu.mkdir()
-        ioc = start_simulator("BENCH:", PORT, [root], dcu_root=dcu)
-        try:
-            sim = Sim("BENCH:")
-            sim.reset(root, "cli")
-            master = sim.series(3)
-        finally:
-            ioc.stop()
+    with simulator_with_dcu("cli") as (_, sim, _ioc):
+        master = sim.series(3)
         bare = seconds([sys.executable, "-c", "pass"])
         figures = {"--help": seconds([*COMMAND, "--help"]),
                    "--version": seconds([*COMMAND, "--version"]),

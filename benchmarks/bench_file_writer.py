@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import h5py
 from bench_simulator import peak_rss_mb
-from common import PORT, Sim, start_simulator
+from common import Sim, simulator_with_dcu
 
 from id3c_eiger.geometry import EIGER2_500K
 from id3c_eiger.layout import DATA_DATASET
@@ -52,37 +51,28 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10_000)
     n = parser.parse_args().frames
     period = EIGER2_500K.min_period_16bit
-    with tempfile.TemporaryDirectory(prefix="bench-fw-") as tmp:
-        root, dcu = Path(tmp) / "data", Path(tmp) / "dcu"
-        root.mkdir()
-        dcu.mkdir()
-        ioc = start_simulator("BENCH:", PORT, [root], dcu_root=dcu)
-        try:
-            sim = Sim("BENCH:")
-            sim.reset(root, "bench")
-            downloads = root / "downloads"
-            downloads.mkdir()
-            for key, value in {"FilePath": str(downloads), "FWEnable": "Enable",
-                               "SaveFiles": "Enable", "FWAutoRemove": "Enable",
-                               "FWNImagesPerFile": PER_FILE, "AcquirePeriod": period,
-                               "AcquireTime": period - EIGER2_500K.dead_time}.items():
-                sim.put(f"cam1:{key}", value)
-            series(sim, downloads, 100, "warm")  # frame pool built, as at any first arm
-            rss_100 = peak_rss_mb(ioc.process.pid)
-            plain = series(sim, downloads, n, "plain")
-            rss_n = peak_rss_mb(ioc.process.pid)
-            for plugin in PLUGINS:
-                sim.put(f"{plugin}EnableCallbacks", "Enable")
-            sim.put("cam1:WaitForPlugins", "No")
-            plugged = series(sim, downloads, n, "plugins")
-            counts = {p: (sim.get(f"{p}ArrayCounter_RBV"), sim.get(f"{p}DroppedArrays_RBV"))
-                      for p in PLUGINS}
-            one_file = next(downloads.glob("plain_*_data_000001.h5"))
-            start = time.perf_counter()
-            shutil.copyfile(one_file, Path(tmp) / "copy.h5")
-            copy_one = time.perf_counter() - start
-        finally:
-            ioc.stop()
+    with simulator_with_dcu("bench") as (root, sim, ioc):
+        downloads = root / "downloads"
+        downloads.mkdir()
+        for key, value in {"FilePath": str(downloads), "FWEnable": "Enable",
+                           "SaveFiles": "Enable", "FWAutoRemove": "Enable",
+                           "FWNImagesPerFile": PER_FILE, "AcquirePeriod": period,
+                           "AcquireTime": period - EIGER2_500K.dead_time}.items():
+            sim.put(f"cam1:{key}", value)
+        series(sim, downloads, 100, "warm")  # frame pool built, as at any first arm
+        rss_100 = peak_rss_mb(ioc.process.pid)
+        plain = series(sim, downloads, n, "plain")
+        rss_n = peak_rss_mb(ioc.process.pid)
+        for plugin in PLUGINS:
+            sim.put(f"{plugin}EnableCallbacks", "Enable")
+        sim.put("cam1:WaitForPlugins", "No")
+        plugged = series(sim, downloads, n, "plugins")
+        counts = {p: (sim.get(f"{p}ArrayCounter_RBV"), sim.get(f"{p}DroppedArrays_RBV"))
+                  for p in PLUGINS}
+        one_file = next(downloads.glob("plain_*_data_000001.h5"))
+        start = time.perf_counter()
+        shutil.copyfile(one_file, root / "copy.h5")
+        copy_one = time.perf_counter() - start
     ideal = n * period + copy_one + FW_SETTLE
     print(f"{n} frames at {1 / period:.0f} Hz through the DCU FileWriter, {PER_FILE} per data "
           f"file, SaveFiles + FWAutoRemove; ideal {n * period:.3f} s + one file's download "

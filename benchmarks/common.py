@@ -33,8 +33,17 @@ REPEATS = 15
 
 PREFIX = "BENCH:"
 
-__all__ = ["PORT", "PREFIX", "Sim", "blob_detector", "median_seconds", "per_point_overhead",
-           "simulator_and_catalog", "start_simulator"]
+__all__ = [
+    "PORT",
+    "PREFIX",
+    "Sim",
+    "blob_detector",
+    "median_seconds",
+    "per_point_overhead",
+    "simulator_and_catalog",
+    "simulator_with_dcu",
+    "start_simulator",
+]
 
 
 def per_point_overhead(RE: object, detector: object) -> float:
@@ -73,6 +82,23 @@ def simulator_and_catalog() -> Iterator[tuple[Path, Sim, Any, Any]]:
                 RE = RunEngine({})
                 catalog.subscribe(RE, spool_directory=root / ".spool")
                 yield root, Sim(PREFIX), catalog, RE
+        finally:
+            ioc.stop()
+
+
+@contextmanager
+def simulator_with_dcu(name: str) -> Iterator[tuple[Path, Sim, Any]]:
+    """A temporary data root and DCU disk, the simulator (PREFIX) on them, reset for ``name``:
+    (root, sim, simulator process). It stops on exit; the directories go with it."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        root, dcu = Path(tmp) / "data", Path(tmp) / "dcu"
+        root.mkdir()
+        dcu.mkdir()
+        ioc = start_simulator(PREFIX, PORT, [root], dcu_root=dcu)
+        try:
+            sim = Sim(PREFIX)
+            sim.reset(root, name)
+            yield root, sim, ioc
         finally:
             ioc.stop()
 

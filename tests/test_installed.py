@@ -50,7 +50,7 @@ def test_the_wheel_ships_the_devices_file(wheel_site, tmp_path) -> None:
 
 def test_the_demo_runs_from_the_wheel(wheel_site, tmp_path) -> None:
     result = from_wheel(wheel_site, tmp_path, "-m", "id3c_eiger.cli", "demo", "--directory",
-                        str(tmp_path / "demo"), "--points", "2", "--exposure", "0.01")
+                        str(tmp_path / "demo"), "--points", "1", "--exposure", "0.01")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "PASS  devices file" in result.stdout and "PASS  Tiled frame 0" in result.stdout
 
@@ -62,7 +62,7 @@ def test_a_sites_devices_file_by_environment_variable(wheel_site, tmp_path) -> N
     shipped = yaml.safe_load((wheel_site / "id3c_eiger/configs/devices.yml").read_text())
     shipped[CLASSIC][0]["prefix"] = "SITE7:"
     site_file.write_text(yaml.safe_dump(shipped))
-    result = from_wheel(wheel_site, tmp_path, "-m", "id3c_eiger.cli", "doctor",
+    result = from_wheel(wheel_site, tmp_path, "-m", "id3c_eiger.cli", "doctor", "--timeout", "0.5",
                         ID3C_EIGER_DEVICES=str(site_file), EPICS_CA_ADDR_LIST="127.0.0.1:9",
                         EPICS_CA_AUTO_ADDR_LIST="NO")
     lines = result.stdout.splitlines()
