@@ -13,7 +13,7 @@ import pytest
 pytest_plugins = ["pytester"]
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "how-to" / "testing-your-plans.md"
-PLANS = re.search(r"```python\n(.*?)```", PAGE.read_text(), re.S).group(1)  # the page's example
+PLANS, MOCKED = re.findall(r"```python\n(.*?)```", PAGE.read_text(), re.S)  # the page's examples
 
 
 @pytest.fixture
@@ -49,3 +49,19 @@ def test_a_ca_library_loaded_first_is_refused_with_the_fix(other_package) -> Non
                                                 timeout=300)
     assert result.ret != 0
     result.stderr.fnmatch_lines(["*pyepics (libca) was loaded before the plugin*Fix:*"])
+
+
+def test_the_mock_runs_plan_logic_without_a_simulator_or_the_option(other_package) -> None:
+    other_package.makepyfile(test_logic=MOCKED + """
+
+def test_files_of_zeros(eiger_mock):
+    import bluesky.plans as bp
+    import h5py
+    eiger_mock.RE(bp.count([eiger_mock.devices["eiger2"]], num=2))
+    (path,) = eiger_mock.data_root.glob("*.h5")
+    with h5py.File(path, "r") as f:
+        data = f["/entry/data/data"]
+        assert data.shape == (2, 512, 1028) and not data[()].any()
+""")
+    result = other_package.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(passed=2)

@@ -11,7 +11,9 @@ was loaded first. Fixtures:
 - ``eiger_simulator_factory``: ``start(prefix=None)`` for more, up to N at once;
 - ``eiger_beamline``: a RunEngine, the devices of a devices file (``eiger_devices_file``: the
   packaged one by default) pointed at ``eiger_simulator``, and an embedded Tiled server fed by
-  TiledWriter.
+  TiledWriter;
+- ``eiger_mock`` (no simulator, no option needed): a RunEngine and the ophyd-async EIGER2 with
+  mocked signals (``id3c_eiger.testing.mock_eiger2``), for fast tests of plan logic.
 
 Every simulator is stopped at the end of the session, and with the session's process if it is
 killed. Without the option the plugin does nothing, so sessions that talk to real IOCs are
@@ -164,3 +166,19 @@ def eiger_beamline(eiger_simulator: Any, eiger_devices_file: Path,
         catalog.subscribe(RE, spool_directory=tmp_path / "spool")
         yield Beamline(RE, devices, catalog, root)
         catalog.unsubscribe(RE)
+
+
+@pytest.fixture
+def eiger_mock(tmp_path: Path) -> Beamline:
+    """A RunEngine and ``devices["eiger2"]``: the ophyd-async EIGER2 with mocked signals that
+    stage, count and write files of zeros into ``data_root``; no IOC, no Tiled."""
+    from bluesky import RunEngine
+    from bluesky.run_engine import call_in_bluesky_event_loop
+
+    from id3c_eiger.testing import mock_eiger2
+
+    RE = RunEngine({}, call_returns_result=False)
+    data_root = tmp_path / "mock-data"
+    data_root.mkdir()
+    eiger2 = call_in_bluesky_event_loop(mock_eiger2(data_root))
+    return Beamline(RE, {"eiger2": eiger2}, None, data_root)
