@@ -33,7 +33,6 @@ async def mock_eiger2(directory: str | Path, name: str = "eiger2",
     """The ophyd-async EIGER2, connected with mocked signals that behave as the IOC's HDF1
     source, writing into ``directory`` (an existing directory). Await it in the RunEngine's
     event loop (``call_in_bluesky_event_loop``), as ophyd-async devices connect."""
-    directory = Path(directory)
     eiger2 = Eiger2Detector(MOCK_PREFIX, name=name, write_path_template=str(directory),
                             images_per_point=images_per_point)
     await eiger2.connect(mock=True)
@@ -44,7 +43,7 @@ async def mock_eiger2(directory: str | Path, name: str = "eiger2",
                           (driver.model, "EIGER2 Si 500K"), (hdf1.file_path_exists, True),
                           (hdf1.write_status, "Write OK")):
         set_mock_value(signal, value)
-    state: dict[str, Any] = {"file": None}
+    state: dict[str, Any] = {"file": None, "exposures": set()}  # (tasks kept from the GC)
     dtype = np.dtype(f"<u{BIT_DEPTH // 8}")
     frame = np.zeros((model.height, model.width), dtype=dtype).tobytes()
 
@@ -72,7 +71,9 @@ async def mock_eiger2(directory: str | Path, name: str = "eiger2",
             set_mock_value(driver.armed, False)
             set_mock_value(driver.acquire, False)
 
-        asyncio.get_running_loop().create_task(exposed())
+        task = asyncio.get_running_loop().create_task(exposed())
+        state["exposures"].add(task)
+        task.add_done_callback(state["exposures"].discard)
 
     callback_on_mock_put(hdf1.capture, on_capture)
     callback_on_mock_put(driver.acquire, on_acquire)
