@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,28 @@ def test_a_sites_devices_file_by_environment_variable(wheel_site, tmp_path) -> N
     assert lines[1].startswith("FAIL  IOC answers") and result.returncode == 1
 
 
+READY_TIMEOUT = 120.0  # s: make may first bring the venv up to date, then the IOC starts
+
+
+def _ready_line(process: subprocess.Popen, timeout: float) -> str:
+    """The simulator's ready line, read within ``timeout`` (TimeoutError with what it printed
+    otherwise)."""
+    import selectors
+
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while selector.select(timeout=max(deadline - time.monotonic(), 0)):
+            line = process.stdout.readline()
+            if not line:  # make ended
+                break
+            seen.append(line)
+            if "ready:" in line:
+                return line
+    raise TimeoutError(f"make sim printed no ready line in {timeout:g} s: {''.join(seen)[-2000:]}")
+
+
 def test_make_sim_takes_prefix_port_and_data_root(tmp_path) -> None:
     """``make sim PREFIX=... PORT=...``: the simulator says it serves them, and answers there."""
     import signal
@@ -82,12 +105,9 @@ def test_make_sim_takes_prefix_port_and_data_root(tmp_path) -> None:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=clean_environment(), start_new_session=True)
     try:
-        ready = ""
-        for ready in process.stdout:  # (make may first bring the venv up to date)
-            if "ready:" in ready:
-                break
+        ready = _ready_line(process, READY_TIMEOUT)
         assert "ready: prefix=MK15:" in ready and str(tmp_path) in ready, ready
-        assert f"127.0.0.1:{port}" in process.stdout.readline()
+        assert f"127.0.0.1:{port}" in process.stdout.readline()  # printed with the ready line
         answer = subprocess.run(
             [sys.executable, "-c", "import epics; print(epics.caget('MK15:cam1:Model_RBV', "
              "as_string=True, timeout=5))"], capture_output=True, text=True, timeout=60,

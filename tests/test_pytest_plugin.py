@@ -17,10 +17,11 @@ PLANS, MOCKED = re.findall(r"```python\n(.*?)```", PAGE.read_text(), re.S)  # th
 
 
 @pytest.fixture
-def other_package(pytester: pytest.Pytester) -> pytest.Pytester:
+def other_package(pytester: pytest.Pytester,
+                  monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A package's tests, run in a clean CA environment (this session's is not theirs)."""
     for name in [k for k in os.environ if k.startswith("EPICS_")]:
-        pytester._monkeypatch.delenv(name)
+        monkeypatch.delenv(name)
     return pytester
 
 

@@ -928,6 +928,9 @@ class EigerIOC(PVGroup):
     async def initialize(self) -> None:
         """Values a real IOC reads from the detector at start-up."""
         model, cam, hdf = self.model, self.cam, self.hdf
+        # The DCU's own default name, before the readbacks show it (an empty pattern would be
+        # warned about as a pattern without $id).
+        await cam.FWNamePattern.write("series_$id", verify_value=False)
         await sync_readbacks(cam, "cam1:")
         await sync_readbacks(hdf, "HDF1:")
         identity = {
@@ -988,8 +991,6 @@ class EigerIOC(PVGroup):
         await cam.StatusMessage_RBV.write("Idle")
         await apply_disabled_fields(cam, "cam1:")
         await apply_disabled_fields(hdf, "HDF1:")
-        await cam.FWNamePattern.write("series_$id", verify_value=False)
-        await cam.FWNamePattern_RBV.write("series_$id")
         await self.dcu.start()
         for plugin in self.plugins:
             await sync_readbacks(plugin, plugin.prefix.removeprefix(self.prefix))
