@@ -302,7 +302,9 @@ class DetectorControlUnit:
                     await self.cam.report_error(f"series {series.name}: internal error {err!r}")
                     series.ready.clear()
                     series.to_parse.clear()
-                if series.closed and not series.ready and series in self._downloads:
+                # A file closed at disarm while this series was served waits for the next turn.
+                done = series.closed and not series.ready and not series.to_parse
+                if done and series in self._downloads:
                     self._downloads.remove(series)
                     series.downloaded.set()
 
