@@ -471,14 +471,16 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
     async def send_arrays(self, settings: FrameSettings, indices: range,
                           frames: tuple[np.ndarray, ...]) -> None:
         """Frames ``indices`` (of the series cycling through ``frames``) as NDArrays: to
-        ``HDF1:`` and on the camera's port to the plugins listening there."""
-        await self.ioc.hdf.receive(settings, indices)
+        ``HDF1:`` and on the camera's port to the plugins listening there. The plugins are
+        offered them first: as an IOC's non-blocking callbacks, their queues fill in a moment,
+        and they work while HDF1 writes (which would otherwise hold them up)."""
         ports = self.ioc.ports
-        if not ports.wanted(CAMERA_PORT):
-            return
-        now = time.time()
-        for index in indices:
-            await ports.publish(CAMERA_PORT, NDArray(frames[index % len(frames)], index + 1, now))
+        if ports.wanted(CAMERA_PORT):
+            now = time.time()
+            for index in indices:
+                array = NDArray(frames[index % len(frames)], index + 1, now)
+                await ports.publish(CAMERA_PORT, array)
+        await self.ioc.hdf.receive(settings, indices)
 
     async def _update_counters(self, produced: int, force: bool = False) -> None:
         if not self._counters.ready(force):

@@ -46,10 +46,13 @@ from .geometry import DATA_TYPE_BY_BITS, EIGER2_500K, Roi, check_images_per_poin
 from .health import RECONNECT_TIMEOUT, DetectorError, HealthReading, check, check_errors, not_responding
 from .layout import DATA_DATASET, FIRST_THRESHOLD, check_compression
 from .paths import READ_PATH_GRACE, ExpandedPaths, PathTemplates, ReadPathError, WritePathError
+from .point_counters import CounterTargets
 
 FILE_TEMPLATE = "%s%s_%6.6d.h5"  # (path, name, number): ADCore's default FileTemplate
 SIGNAL_TIMEOUT = 10.0  # s: every put-and-readback of a stage or unstage
 TRIGGER_MARGIN = 10.0  # s: a trigger may take this long beyond NumImages x AcquirePeriod
+ARM_TIMEOUT = 10.0  # s: from Acquire to Armed
+ARMED_TRIGGERS = 100_000  # manual triggers one arm takes (HDF1 source); then it arms again
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +97,7 @@ class Eiger2Cam(EigerDetectorCam):
     file_number_sync = file_number_write = pool_max_buffers = None  # pre-ADCore-3 records
 
     acquire_busy = ADCpt(EpicsSignalRO, "AcquireBusy")
+    armed = ADCpt(EpicsSignalRO, "Armed", string=True, auto_monitor=True)
     wait_for_plugins = ADCpt(EpicsSignal, "WaitForPlugins", string=True, kind="config")
     # Enum records staged by name: read back as strings so put-and-compare matches.
     trigger_mode = ADCpt(SignalWithRBV, "TriggerMode", string=True)
@@ -383,13 +387,14 @@ class Eiger2StatsPlugin(StatsPlugin_V34):
 class Eiger2Detector(SingleTrigger_V34, DetectorBase):
     """The EIGER2 500K: ``cam1:``, its files, and the Stats numbers; data key ``<name>_image``.
 
-    Each trigger arms the detector for ``images_per_point`` frames (Internal Series) and
-    completes when ``AcquireBusy`` returns to Done and the files hold the frames.
-    ``file_source`` picks who writes them. ``hdf5_plugin``: ``hdf1`` (``HDF1:``) captures one
-    file per stage, stored with ``compression`` (an ``HDF1:Compression`` choice); the point is
-    done when the plugin has its frames. ``file_writer``: ``file_writer`` (the DCU's FileWriter)
-    writes a series per arm, so per point, which the IOC downloads before ``AcquireBusy`` is Done
-    (at least ADEiger's 0.5 s per arm); the point is done when its files show at the read path.
+    Each point takes ``images_per_point`` frames (Internal Series). ``file_source`` picks who
+    writes them. ``hdf5_plugin``: ``hdf1`` (``HDF1:``) captures one file per stage, stored with
+    ``compression`` (an ``HDF1:Compression`` choice); the detector is armed once per stage
+    (``ManualTrigger``) and each point is a ``cam1:Trigger``, done when HDF1 and the enabled
+    Stats plugins have its frames. ``file_writer``: ``file_writer`` (the DCU's FileWriter) writes
+    a series per arm, so each point arms, and the IOC downloads the series before ``AcquireBusy``
+    is Done (at least ADEiger's 0.5 s per arm); the point is done when its files show at the
+    read path.
     """
 
     # Lazy parts connect when first used, with the patience stage gives them, not ophyd's 1 s.
@@ -431,11 +436,14 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         by_file_writer = self.file_source is FileSource.FILE_WRITER
         self.store: Eiger2HDF5Plugin | Eiger2FileWriter = (
             self.file_writer if by_file_writer else self.hdf1)
+        # The HDF5 plugin source arms once per stage: each point is then one manual trigger,
+        # not an arm (tens of ms on the detector). A FileWriter series per point needs an arm.
+        self.arms_per_stage = not by_file_writer
         self.cam.stage_sigs.update(
             [
                 ("trigger_mode", "Internal Series"),
-                ("manual_trigger", "Disable"),
-                ("num_triggers", 1),
+                ("manual_trigger", "Enable" if self.arms_per_stage else "Disable"),
+                ("num_triggers", ARMED_TRIGGERS if self.arms_per_stage else 1),
                 ("num_images", images_per_point),
                 ("wait_for_plugins", "Yes"),
                 ("array_callbacks", "Enable"),
@@ -467,6 +475,10 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self._dropped_at_stage = 0
         self._failure: Exception | None = None  # the first cause, once a point failed
         self._point: DeviceStatus | None = None  # the point in flight
+        self._point_timer: threading.Timer | None = None
+        self._counters = CounterTargets(self._point_reached)  # with arms_per_stage
+        self._armed = False  # armed for this stage's manual triggers
+        self._triggers_sent = 0  # of this arm
 
     def generate_datum(self, key: str, timestamp: float, datum_kwargs: dict | None = None) -> None:
         """The point's datum, from the store in use only: ophyd's dispatch would ask every file
@@ -512,7 +524,89 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self._dropped_at_stage = (0 if self.file_source is FileSource.FILE_WRITER
                                   else int(self.hdf1.dropped.get()))
         self.cam.acquire_busy.subscribe(self._on_connection, event_type="meta", run=False)
+        if self.arms_per_stage:
+            try:
+                self._start_counting()
+                self._arm()
+            except Exception as err:
+                self._remember(err)
+                self.unstage()  # with the cause remembered, a cleanup error is only logged
+                raise
         return staged
+
+    def _start_counting(self) -> None:
+        """Follow HDF1's captured frames and each enabled Stats plugin's arrays (Stats2 takes
+        ROI1's), so a point is done when all of them have its frames."""
+        self._counters.clear()
+        self._counters.watch(self.hdf1.num_captured)
+        for plugin in (self.stats1, self.stats2):
+            if plugin.enable.get(use_monitor=False) == "Enable":
+                self._counters.watch(plugin.array_counter)
+        self.cam.acquire_busy.subscribe(self._on_acquire_busy, run=False)
+
+    def _arm(self) -> None:
+        """Arm for ``ARMED_TRIGGERS`` manual triggers; returns once the IOC says Armed, or
+        raises the detector's own reason for refusing (or ``DetectorNotResponding``)."""
+        outcome: list[str] = []
+        ready = threading.Event()
+        began = threading.Event()  # a state other than Error since Acquire (a fresh refusal)
+
+        def on_armed(value: str, **kwargs: Any) -> None:
+            if value == "Armed":
+                outcome.append(value)
+                ready.set()
+
+        def on_state(value: str, **kwargs: Any) -> None:
+            if value != "Error":
+                began.set()
+            elif began.is_set():
+                outcome.append(value)
+                ready.set()
+
+        self._triggers_sent = 0
+        self.cam.armed.subscribe(on_armed, run=False)
+        self.cam.detector_state.subscribe(on_state, run=False)
+        try:
+            self.cam.acquire.put(1, wait=False)
+            if not ready.wait(ARM_TIMEOUT):
+                raise self._not_responding(ARM_TIMEOUT)
+        finally:
+            self.cam.armed.clear_sub(on_armed)
+            self.cam.detector_state.clear_sub(on_state)
+        if outcome[0] != "Armed":
+            message = self.cam.status_message.get(as_string=True, use_monitor=False)
+            raise DetectorError(
+                f"{self.name}: the detector refused to arm ({self.prefix}cam1:DetectorState_RBV "
+                f"Error); it says {message!r} ({self.prefix}cam1:StatusMessage_RBV). Fix the "
+                "setting it names, then run again.")
+        self._armed = True
+
+    def _disarm(self) -> None:
+        """End the stage's arm (``Acquire`` Done); returns once the IOC is no longer busy."""
+        self._armed = False
+        self.cam.acquire_busy.clear_sub(self._on_acquire_busy)
+        self._counters.clear()
+        self.cam.acquire.set(0, timeout=SIGNAL_TIMEOUT).wait(SIGNAL_TIMEOUT)
+
+    def _on_acquire_busy(self, *, value: int, **kwargs: Any) -> None:
+        """The stage's arm ended without unstage (its triggers used up, a stop from a panel, an
+        error): the next point arms again if the triggers ran out, else fails naming why."""
+        if value or not self._armed:
+            return
+        self._armed = False
+        point = self._point
+        if self._triggers_sent < ARMED_TRIGGERS and point is not None and not point.done:
+            self._fail(point, self._arm_ended_error())
+
+    def _arm_ended_error(self) -> DetectorError:
+        state = self.cam.detector_state.get()
+        message = self.cam.status_message.get()
+        return DetectorError(
+            f"{self.name}: the detector stopped acquiring in the middle of the scan (detector "
+            f"{state!r}, {self._frames_confirmed} frames confirmed in {self.hdf1._fn}); it says "
+            f"{message!r} ({self.prefix}cam1:StatusMessage_RBV). Fix: leave cam1:Acquire alone "
+            "while a plan runs (or fix what the message names), then run again."
+        )
 
     def unstage(self) -> list[object]:
         """End the capture (the IOC then closes the file) and check every confirmed frame is in
@@ -522,6 +616,8 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         try:
             if not self._ioc_connected():
                 raise self._not_responding(0)
+            if self.arms_per_stage:
+                self._disarm()
             unstaged = super().unstage()
             if self.store is self.hdf1 and self._failure is None and self._frames_confirmed:
                 check(self._health(use_monitor=False, expected=self._frames_confirmed))
@@ -536,6 +632,9 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
     def _force_unstaged(self) -> None:
         """Mark the device and its parts unstaged whatever the IOC did, so the next plan can
         stage again (instead of RedundantStaging) once the IOC answers."""
+        self._armed = False
+        self.cam.acquire_busy.clear_sub(self._on_acquire_busy)
+        self._counters.clear()
         for device in (*(sub for _, sub in self.walk_subdevices(include_lazy=True)), self):
             device._staged = Staged.no
             device._original_vals.clear()
@@ -600,12 +699,16 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         reading = self._health()
         try:
             check_errors(reading)
+            if reading.dropped:  # frames that never reached the writer: that is the cause
+                check(reading)
         except DetectorError as err:
             return err
+        short = "; ".join(self._counters.shortfalls()) if self.arms_per_stage else ""
         return DetectorError(
             f"{self.name}: the point did not finish in {self._trigger_timeout:.1f} s (NumImages x "
             f"AcquirePeriod + {TRIGGER_MARGIN:g} s): detector {reading.detector_state!r}, "
-            f"{reading.captured} of {reading.expected} frames in {reading.file}; it says "
+            f"{reading.captured} of {reading.expected} frames in {reading.file}"
+            f"{f' ({short})' if short else ''}; it says "
             f"{reading.status_message!r} ({self.prefix}cam1:StatusMessage_RBV). Fix: check the "
             "IOC (a stalled detector: put cam1:Acquire=Done), then run again."
         )
@@ -628,16 +731,23 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         if self.store is self.hdf1 and not self._file_checked:
             self.hdf1.wait_for_file()
             self._file_checked = True
+        if self.arms_per_stage:
+            # A plugin posts ArrayCounter_RBV (which ended the point) before its numbers: ask.
+            for name in ("stats1.total", "stats2.total", "stats2.net"):
+                if name in self.read_attrs:
+                    _part(self, name).get(use_monitor=False)
         return super().read()
 
     def trigger(self) -> DeviceStatus:
-        """Start one point; done when ``AcquireBusy`` is Done and the frames are in the files
-        (the IOC confirms HDF1's; the FileWriter's show at the read path); failed with the IOC's
-        own message, or after the trigger timeout."""
+        """Start one point; done when the frames are in the file (the IOC confirms HDF1's; the
+        FileWriter's show at the read path) and the Stats plugins have them; failed with the
+        IOC's own message, or after the trigger timeout."""
         if self._staged != Staged.yes:
             raise RuntimeError(f"{self.name} is not staged: stage it (a plan does) before trigger")
         if not self._ioc_connected():
             raise self._remember(self._not_responding(0))
+        if self.arms_per_stage:
+            return self._trigger_armed()
         by_file_writer = self.store is self.file_writer
         # As SingleTrigger.trigger, but keeping our own reference: a fast acquisition can end
         # (and clear self._status) before SingleTrigger.trigger returns it.
@@ -650,30 +760,10 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self._frames_taken += self.images_per_point
         if not by_file_writer:  # the FileWriter's datum names its series: recorded at the end
             self.generate_datum(self._image_name, time.time(), {})
-        watched = self._point = DeviceStatus(self)
-        timer = threading.Timer(self._trigger_timeout,
-                                lambda: self._fail(watched, self._point_timeout_error()))
-        timer.daemon = True
-        timer.start()
-
-        def confirm() -> None:
-            """Off the CA callback thread: may ask the IOC, or wait for files."""
-            try:
-                if by_file_writer:
-                    self.file_writer.record_point(self.download_timeout)
-                    self.generate_datum(self._image_name, time.time(), {})
-                reading = self._health()
-                if not reading.healthy:  # monitors may trail the AcquireBusy update: ask
-                    reading = self._health(use_monitor=False)
-                check(reading)
-            except Exception as err:
-                self._fail(watched, err)
-                return
-            self._frames_confirmed = reading.expected
-            watched.set_finished()
+        watched = self._start_point()
 
         def finish(done: ADTriggerStatus) -> None:
-            timer.cancel()
+            self._point_timer.cancel()
             error = done.exception()
             if error is not None:
                 self._fail(watched, error)
@@ -681,7 +771,66 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 self._frames_confirmed = self._frames_taken
                 watched.set_finished()
             else:
-                threading.Thread(target=confirm, daemon=True).start()
+                threading.Thread(target=self._confirm, args=(watched,), daemon=True).start()
 
         status.add_callback(finish)
         return watched
+
+    def _trigger_armed(self) -> DeviceStatus:
+        """A point of the stage's arm: one ``cam1:Trigger`` (arming again once an arm's
+        triggers are used up); done when every counter holds its frames."""
+        if not self._armed:
+            if self._triggers_sent < ARMED_TRIGGERS:
+                raise self._remember(self._arm_ended_error())
+            self._disarm()
+            self._start_counting()
+            self._arm()
+        self._frames_taken += self.images_per_point
+        self.generate_datum(self._image_name, time.time(), {})
+        watched = self._start_point()
+        self._triggers_sent += 1
+        try:
+            self.cam.special_trigger_button.put(1, wait=False)
+        except (TimeoutError, DisconnectedError) as err:
+            self._point_timer.cancel()
+            raise self._remember(self._not_responding(SIGNAL_TIMEOUT)) from err
+        self._counters.expect(self._frames_taken)
+        return watched
+
+    def _start_point(self) -> DeviceStatus:
+        """The point's status, failed by a timer after the trigger timeout."""
+        watched = self._point = DeviceStatus(self)
+        timer = self._point_timer = threading.Timer(
+            self._trigger_timeout, lambda: self._fail(watched, self._point_timeout_error()))
+        timer.daemon = True
+        timer.start()
+        return watched
+
+    def _point_reached(self) -> None:
+        """(Channel Access' callback thread) every counter holds the point's frames."""
+        point = self._point
+        if point is None or point.done:
+            return
+        self._point_timer.cancel()
+        if self._health().healthy:  # from monitors
+            self._frames_confirmed = self._frames_taken
+            point.set_finished()
+        else:
+            threading.Thread(target=self._confirm, args=(point,), daemon=True).start()
+
+    def _confirm(self, point: DeviceStatus) -> None:
+        """Off the CA callback thread: the FileWriter's files awaited at the read path, and the
+        IOC asked when its monitors did not yet show a healthy point."""
+        try:
+            if self.store is self.file_writer:
+                self.file_writer.record_point(self.download_timeout)
+                self.generate_datum(self._image_name, time.time(), {})
+            reading = self._health()
+            if not reading.healthy:  # monitors may trail the counters: ask
+                reading = self._health(use_monitor=False)
+            check(reading)
+        except Exception as err:
+            self._fail(point, err)
+            return
+        self._frames_confirmed = reading.expected
+        point.set_finished()

@@ -137,6 +137,7 @@ class NDFile:
                     self.attributes[spec.name] = _attribute_dataset(group, spec)
                 color = NDAttributeSpec("ColorMode", "i4", "colorMode", None)
                 self.attributes[color.name] = _attribute_dataset(f[DETECTOR_ND_ATTRIBUTES], color)
+            self._attribute_dtypes = {name: d.dtype for name, d in self.attributes.items()}
             if swmr:
                 f.swmr_mode = True
         except BaseException:
@@ -165,12 +166,23 @@ class NDFile:
         finally:
             if written < n:
                 self.data.resize((start + written, *frame_shape))
-            for name, dataset in self.attributes.items():
-                dataset.resize((start + written,))
-                if written:
-                    dataset[start:] = attributes[name][:written]
+            if self.attributes:
+                self._append_attributes(start, written, attributes)
             self.file.flush()
         return written
+
+    def _append_attributes(self, start: int, n: int, attributes: dict[str, Any]) -> None:
+        """Each NDAttribute's ``n`` values at ``start``, through h5py's low-level calls: its
+        ``dataset[...] = `` costs ~80 us a call, 2 ms a frame for the 22 attributes, and an
+        IOC writing one frame per point waits for it."""
+        memory = h5py.h5s.create_simple((n,)) if n else None
+        for name, dataset in self.attributes.items():
+            dataset.id.set_extent((start + n,))
+            if n:
+                space = dataset.id.get_space()
+                space.select_hyperslab((start,), (n,))
+                values = np.asarray(attributes[name][:n], dtype=self._attribute_dtypes[name])
+                dataset.id.write(memory, space, values)
 
     def close(self) -> None:
         """Close the file."""
