@@ -47,7 +47,9 @@ from ophyd_async.core import (
     WatchableAsyncStatus,
     WatcherUpdate,
     derived_signal_r,
+    error_if_none,
     observe_value,
+    wait_for_value,
 )
 from ophyd_async.epics.adcore import (
     NDROIIO,
@@ -98,6 +100,7 @@ from .paths import (
     TemplatePathProvider,
     WritePathError,
 )
+from .point_counters import ARMED_TRIGGERS
 
 IDLE_TIMEOUT = 10.0  # s: after the last frame, the detector must report Idle within this
 HEALTH_TIMEOUT = 3.0  # s: an IOC that does not answer a health read in this time is not answering
@@ -107,6 +110,10 @@ DATA_KEY_SUFFIX = "_image"  # data key <name>_image, as the classic device's
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _ignore(value: Any) -> None:
+    """A subscriber that keeps a signal monitored."""
 
 
 class Eiger2TriggerMode(StrictEnum):
@@ -204,6 +211,7 @@ class Eiger2TriggerLogic(DetectorTriggerLogic):
 
     driver: Eiger2DriverIO
     level_mode: Eiger2TriggerMode = Eiger2TriggerMode.EXTERNAL_ENABLE
+    points_per_arm: bool = False  # internal triggers: armed once, a manual trigger per point
 
     def config_sigs(self) -> set[SignalR]:
         return {self.driver.dead_time}
@@ -218,16 +226,20 @@ class Eiger2TriggerLogic(DetectorTriggerLogic):
             dead = deadtime or await self.driver.dead_time.get_value()
             await self.driver.acquire_period.set(livetime + dead)
 
-    async def _set_mode(self, mode: Eiger2TriggerMode, triggers: int, images: int) -> None:
+    async def _set_mode(self, mode: Eiger2TriggerMode, triggers: int, images: int,
+                        manual: bool = False) -> None:
         await asyncio.gather(
             self.driver.trigger_mode.set(mode),
-            self.driver.manual_trigger.set(EnableDisable.DISABLE),
+            self.driver.manual_trigger.set(EnableDisable.ENABLE if manual else EnableDisable.DISABLE),
             self.driver.num_triggers.set(triggers),
             self.driver.num_images.set(images),
         )
 
     async def prepare_internal(self, num: int, livetime: float, deadtime: float) -> None:
-        await self._set_mode(Eiger2TriggerMode.INTERNAL_SERIES, 1, num)
+        if self.points_per_arm:  # ``num`` frames at each cam1:Trigger
+            await self._set_mode(Eiger2TriggerMode.INTERNAL_SERIES, ARMED_TRIGGERS, num, True)
+        else:
+            await self._set_mode(Eiger2TriggerMode.INTERNAL_SERIES, 1, num)
         await self._set_timing(livetime, deadtime)
 
     async def prepare_edge(self, num: int, livetime: float) -> None:
@@ -384,10 +396,11 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
                 datakey_suffix=DATA_KEY_SUFFIX,
                 compression=ADCompression(compression),
             )
+        self._triggering = Eiger2TriggerLogic(driver, Eiger2TriggerMode(level_trigger_mode))
         super().__init__(
             driver,
             acquire_logic=arm,
-            trigger_logic=Eiger2TriggerLogic(driver, Eiger2TriggerMode(level_trigger_mode)),
+            trigger_logic=self._triggering,
             plugins=plugins,
             config_sigs=(driver.trigger_mode, driver.bit_depth_image, driver.photon_energy),
             name=name,
@@ -400,6 +413,13 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             PluginSignalDataLogic(driver, self.stats2.total, hinted=False),
         )
         self._point_providers: list[ReadableDataProvider] = []
+        self._point_info: TriggerInfo | None = None  # what the point providers were made for
+        # Step scans on the HDF1 source: one arm per stage, a cam1:Trigger per point.
+        self._points_per_arm = False
+        self._armed_for_points = False
+        self._triggers_sent = 0  # of this arm
+        self._frames_of_arm = 0
+        self._plugin_bases: dict[SignalR[int], int] = {}  # ArrayCounter_RBV at the arm
         self.add_detector_logics(data_logic)
         self._ophyd_labels_ = set(labels or ["detectors"])  # read by guarneri's registry
         self._prefix = prefix
@@ -414,6 +434,9 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         }
         if self.file_writer is not None:  # the DCU reports its errors in FWState_RBV
             self._watchers[driver.fw_state] = functools.partial(self._on_health, "error")
+        # Monitored while staged, so a point reads and waits on them without a round trip.
+        self._followed: tuple[SignalR[int], ...] = (
+            self.hdf1.num_captured, self.stats1.array_counter, self.stats2.array_counter)
         self._trouble = asyncio.Event()
         self._health_subscribed = False
         self._flying = False  # between kickoff and the end of complete
@@ -490,12 +513,15 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         self._failure = None
         self._frames_confirmed = 0
         self._file_seen = False
+        self._armed_for_points = False
         self._trouble.clear()
         self._gone.clear()
         self._unsubscribe_health()  # a stage after a failed one
         self._dropped_at_stage = await self._first_answer()
         for sig, watcher in self._watchers.items():  # an IOC error ends a wait at once
             sig.subscribe_reading(watcher)
+        for sig in self._followed:
+            sig.subscribe(_ignore)
         self._circuit = camonitor(self._prefix + "cam1:DetectorState_RBV", self._on_circuit,
                                   notify_disconnect=True)
         self._health_subscribed = True
@@ -553,6 +579,8 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             self._health_subscribed = False
             for sig, watcher in self._watchers.items():
                 sig.clear_sub(watcher)
+            for sig in self._followed:
+                sig.clear_sub(_ignore)
         if self._circuit is not None:
             self._circuit.close()
             self._circuit = None
@@ -611,6 +639,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
                 raise
             logger.warning("%s: unstage after %r also failed: %s", self.name, self._failure, err)
         finally:
+            self._armed_for_points = False  # unstage stopped it (or the IOC is gone)
             self._unsubscribe_health()
 
     # --- checks before anything moves ------------------------------------------------------
@@ -651,6 +680,10 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         await self._check_trigger_info(value)
         self._trouble.clear()  # an error from before this arm is not this acquisition's
         step = value.number_of_events == 1  # a step-scan point (or a one-event fly scan)
+        if self._armed_for_points:  # the arm was made for the settings before this prepare
+            await self._disarm_points()
+        self._points_per_arm = self._triggering.points_per_arm = (
+            step and self.file_writer is None and value.trigger is DetectorTrigger.INTERNAL)
         await self._prepare_plugins(step=step)
         if self.file_writer is not None:
             await self._prepare_file_writer(value, step)
@@ -668,12 +701,15 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         of ``images_per_point`` (then of the last, as NDStats reports); none in a fly scan."""
         await super()._update_prepare_context(trigger_info)
         ctx = self._prepare_ctx
+        if trigger_info is self._point_info:  # the next point of the same prepare
+            return
         kept = [p for p in ctx.readable_data_providers if p not in self._point_providers]
         self._point_providers = []
         if trigger_info.number_of_events == 1:
             self._point_providers = list(await asyncio.gather(
                 *(logic.prepare_single(self.name + logic.datakey_suffix)
                   for logic in self._point_numbers)))
+        self._point_info = trigger_info
         ctx.readable_data_providers = [*kept, *self._point_providers]
 
     @property
@@ -710,7 +746,8 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         if self._prepare_ctx is None:
             await self.prepare(TriggerInfo(collections_per_event=self.images_per_point))
         self._trouble.clear()
-        updates = StandardDetector.trigger.__wrapped__(self)
+        updates = (self._armed_point() if self._points_per_arm
+                   else StandardDetector.trigger.__wrapped__(self))
         started = time.monotonic()
         try:
             while True:
@@ -729,6 +766,58 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             raise self._failure from err
         finally:
             await updates.aclose()
+
+    async def _armed_point(self) -> AsyncIterator[WatcherUpdate[int]]:
+        """A point of the stage's arm: one ``cam1:Trigger`` (arming first, or again once an
+        arm's triggers are used up); done when HDF1 holds its frames and each enabled Stats
+        plugin has taken them."""
+        ctx = error_if_none(self._prepare_ctx, "prepare runs before a point")
+        await self._update_prepare_context(ctx.trigger_info)
+        ctx = self._prepare_ctx
+        if self._triggers_sent >= ARMED_TRIGGERS:
+            await self._disarm_points()
+        if not self._armed_for_points:
+            await self._arm_for_points()
+        frames = ctx.trigger_info.collections_per_event
+        self._triggers_sent += 1
+        self._frames_of_arm += frames
+        await self.driver.software_trigger.set(1)
+        async for update in self._wait_for_index(
+                ctx.streamable_data_providers, ctx.trigger_info, ctx.collections_written, frames,
+                wait_for_idle=False):
+            yield update
+        await asyncio.gather(*(self._plugin_took(counter, base + self._frames_of_arm)
+                               for counter, base in self._plugin_bases.items()))
+
+    async def _arm_for_points(self) -> None:
+        """Arm for ``ARMED_TRIGGERS`` manual triggers, counting each enabled Stats plugin's
+        arrays from now."""
+        self._plugin_bases = {}
+        for plugin in (self.stats1, self.stats2):
+            if await plugin.enable_callbacks.get_value() == EnableDisable.ENABLE:
+                counter = plugin.array_counter
+                self._plugin_bases[counter] = await counter.get_value(cached=False)
+        await self._unless_gone(self._acquire_logic.start_acquiring())
+        self._armed_for_points = True
+        self._triggers_sent = self._frames_of_arm = 0
+
+    async def _disarm_points(self) -> None:
+        self._armed_for_points = False
+        await self.stop()
+
+    async def _plugin_took(self, counter: SignalR[int], target: int) -> None:
+        """Returns once a plugin's ``ArrayCounter_RBV`` reaches ``target`` (HDF1 has the frames
+        by then; a plugin follows within ``IDLE_TIMEOUT``)."""
+        try:
+            await wait_for_value(counter, lambda value: value >= target, timeout=IDLE_TIMEOUT)
+        except TimeoutError as err:
+            value = await counter.get_value(cached=False)
+            raise AcquisitionTimeout(
+                f"{counter.source}: the plugin took {target - value} arrays fewer than the "
+                f"camera sent ({value}, not {target}) within {IDLE_TIMEOUT:g} s of HDF1; "
+                "its readings would be of an older frame. Fix: see its DroppedArrays_RBV "
+                "(raise QueueSize, or set BlockingCallbacks Yes)"
+            ) from err
 
     async def _wait_for_index(
         self,
@@ -768,7 +857,10 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
                 except StopAsyncIteration:
                     break
                 yield update
-            check(await self._health(expected))
+            # A point of an arm for points has its frames counted in the file, and the IOC's
+            # errors are watched: asked only if one came. The end of an arm is asked in full.
+            if wait_for_idle or self._trouble.is_set():
+                check(await self._health(expected))
             self._frames_confirmed = expected
         except TimeoutError as err:
             self._failure = await self._stall_error(trigger_info, expected, err)

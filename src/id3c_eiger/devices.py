@@ -46,13 +46,12 @@ from .geometry import DATA_TYPE_BY_BITS, EIGER2_500K, Roi, check_images_per_poin
 from .health import RECONNECT_TIMEOUT, DetectorError, HealthReading, check, check_errors, not_responding
 from .layout import DATA_DATASET, FIRST_THRESHOLD, check_compression
 from .paths import READ_PATH_GRACE, ExpandedPaths, PathTemplates, ReadPathError, WritePathError
-from .point_counters import CounterTargets
+from .point_counters import ARMED_TRIGGERS, CounterTargets
 
 FILE_TEMPLATE = "%s%s_%6.6d.h5"  # (path, name, number): ADCore's default FileTemplate
 SIGNAL_TIMEOUT = 10.0  # s: every put-and-readback of a stage or unstage
 TRIGGER_MARGIN = 10.0  # s: a trigger may take this long beyond NumImages x AcquirePeriod
 ARM_TIMEOUT = 10.0  # s: from Acquire to Armed
-ARMED_TRIGGERS = 100_000  # manual triggers one arm takes (HDF1 source); then it arms again
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +76,9 @@ USED_PARTS = (
 USED_PARTS_BY_SOURCE = {
     FileSource.HDF5_PLUGIN: ("hdf1.capture", "hdf1.full_file_name", "hdf1.file_path_exists",
                              "hdf1.data_type", "hdf1.array_size.width",
-                             "hdf1.array_size.height"),
+                             "hdf1.array_size.height", "cam.armed", "cam.special_trigger_button",
+                             "stats1.enable", "stats1.array_counter", "stats2.enable",
+                             "stats2.array_counter"),
     FileSource.FILE_WRITER: ("file_writer.file_path_exists", "file_writer.sequence_id",
                              "file_writer.bit_depth", "file_writer.state",
                              "file_writer.create_directory"),
@@ -568,8 +569,13 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self.cam.detector_state.subscribe(on_state, run=False)
         try:
             self.cam.acquire.put(1, wait=False)
-            if not ready.wait(ARM_TIMEOUT):
-                raise self._not_responding(ARM_TIMEOUT)
+            deadline = time.monotonic() + ARM_TIMEOUT
+            while not ready.wait(0.1):  # the monitor, or (should an update be missed) its value
+                if self.cam.armed.get() == "Armed":
+                    outcome.append("Armed")
+                    break
+                if time.monotonic() > deadline:
+                    raise self._not_responding(ARM_TIMEOUT)
         finally:
             self.cam.armed.clear_sub(on_armed)
             self.cam.detector_state.clear_sub(on_state)

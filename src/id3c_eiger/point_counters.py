@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ophyd import Signal
+if TYPE_CHECKING:
+    from ophyd import Signal
+
+ARMED_TRIGGERS = 100_000  # manual triggers of an arm that takes a stage's points; then it re-arms
 
 
 class CounterTargets:

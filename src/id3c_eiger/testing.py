@@ -3,8 +3,9 @@ does for its own devices).
 
 ``mock_eiger2`` connects the device with mocked signals and answers its puts as the IOC's
 ``HDF1:`` source would: a capture opens a real NDFileHDF5 file (the layout of
-``id3c_eiger.layout``) at the write path, each ``Acquire`` appends ``images_per_point`` frames of
-zeros and counts them, the detector arms and returns to Idle. The device stages, counts and
+``id3c_eiger.layout``) at the write path; the detector arms at ``Acquire`` and each exposure (the
+arm itself, or with ``ManualTrigger`` each ``cam1:Trigger``) appends ``images_per_point`` frames
+of zeros, counted by HDF1 and the Stats plugins; ``Acquire`` Done disarms. The device stages, counts and
 unstages through its own logic and health checks; plans see the documents, shapes and files of
 a real run, with zero counts. For the IOC's behaviour (timing, errors, the FileWriter), test
 against the simulator (``pytest --eiger-simulators N``).
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ophyd_async.core import callback_on_mock_put, set_mock_value
+from ophyd_async.core import EnableDisable, callback_on_mock_put, set_mock_value
 from ophyd_async.epics.adcore import ADState
 
 from .async_devices import Eiger2Detector
@@ -57,25 +58,36 @@ async def mock_eiger2(directory: str | Path, name: str = "eiger2",
             state["file"].close()
             state["file"] = None
 
-    def on_acquire(value: Any, wait: bool = True) -> None:
-        if not value:
-            return
-        set_mock_value(driver.armed, True)
+    async def expose(disarm: bool) -> None:
+        await asyncio.sleep(0)
         n = eiger2.images_per_point
-
-        async def exposed() -> None:
-            await asyncio.sleep(0)
-            if state["file"] is not None:
-                state["file"].append(n, lambda _k: frame, 0, {})
-            set_mock_value(hdf1.num_captured, await hdf1.num_captured.get_value() + n)
+        if state["file"] is not None:
+            state["file"].append(n, lambda _k: frame, 0, {})
+        for counter in (hdf1.num_captured, eiger2.stats1.array_counter,
+                        eiger2.stats2.array_counter):
+            set_mock_value(counter, await counter.get_value() + n)
+        if disarm:
             set_mock_value(driver.armed, False)
             set_mock_value(driver.acquire, False)
 
-        task = asyncio.get_running_loop().create_task(exposed())
+    def start(exposure: Any) -> None:
+        task = asyncio.get_running_loop().create_task(exposure)
         state["exposures"].add(task)
         task.add_done_callback(state["exposures"].discard)
 
+    async def on_acquire(value: Any, wait: bool = True) -> None:
+        if not value:
+            set_mock_value(driver.armed, False)
+            return
+        set_mock_value(driver.armed, True)
+        if await driver.manual_trigger.get_value() != EnableDisable.ENABLE:
+            start(expose(disarm=True))
+
+    def on_trigger(value: Any, wait: bool = True) -> None:
+        start(expose(disarm=False))
+
     callback_on_mock_put(hdf1.capture, on_capture)
     callback_on_mock_put(driver.acquire, on_acquire)
+    callback_on_mock_put(driver.software_trigger, on_trigger)
     return eiger2
 
