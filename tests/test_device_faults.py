@@ -78,6 +78,33 @@ def test_a_refused_setting_is_named_by_the_iocs_own_message(flavour, tmp_path, s
     assert not list((sim.directory / "jpeg").glob("*_data_*.h5"))
 
 
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_step_scan_arms_once_and_a_stop_from_a_panel_fails_it_keeping_every_frame(
+        flavour, tmp_path, sim, RE, catalog) -> None:
+    eiger2 = load_eiger2(flavour, tmp_path, sim, f"{sim.directory}/panel")
+    arms = sim.get("cam1:SequenceId")  # moves on at every arm
+    RE(bp.count([eiger2], num=4))
+    assert sim.get("cam1:SequenceId") == arms + 1  # one arm, a cam1:Trigger per point
+    assert catalog.runs[-1].primary["eiger2_image"].shape == (4, 512, 1028)
+
+    def stop_after_the_third(name: str, doc: dict) -> None:
+        if name == "event" and doc["seq_num"] == 3:
+            sim.put("cam1:Acquire", "Done")  # someone presses Stop on a panel
+
+    with pytest.raises(Exception) as raised:
+        RE(bp.count([eiger2], num=20), stop_after_the_third)
+    error = first_cause(raised.value)
+    assert isinstance(error, DetectorError), repr(error)
+    assert "stopped acquiring in the middle of the scan" in str(error)
+    run = catalog.runs[-1]
+    assert run.metadata["stop"]["exit_status"] == "fail"
+    images = run.primary["eiger2_image"]
+    (master,) = master_files(images)
+    assert kept(master) == (3, 3) and images.shape[0] == 3  # disk = file = Tiled
+    RE(bp.count([eiger2], num=2))  # the next plan arms again
+    assert catalog.runs[-1].primary["eiger2_image"].shape == (2, 512, 1028)
+
+
 @pytest.fixture
 def lonely_ioc(tmp_path: Path, spare_port: int):
     """A simulator of the test's own (prefix DIE:), which the test may kill or stop."""

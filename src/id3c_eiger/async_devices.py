@@ -88,6 +88,7 @@ from .health import (
     DetectorError,
     DetectorNotResponding,
     HealthReading,
+    arm_ended,
     check,
     check_errors,
     not_responding,
@@ -434,6 +435,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         }
         if self.file_writer is not None:  # the DCU reports its errors in FWState_RBV
             self._watchers[driver.fw_state] = functools.partial(self._on_health, "error")
+        self._watchers[driver.armed] = self._on_armed
         # Monitored while staged, so a point reads and waits on them without a round trip.
         self._followed: tuple[SignalR[int], ...] = (
             self.hdf1.num_captured, self.stats1.array_counter, self.stats2.array_counter)
@@ -452,6 +454,12 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
 
     def _on_health(self, bad: str, reading: dict[str, Reading]) -> None:
         if next(iter(reading.values()))["value"] == bad:
+            self._trouble.set()
+
+    def _on_armed(self, reading: dict[str, Reading]) -> None:
+        """An arm for points that ends before unstage (a stop from a panel, an error) ends the
+        point's wait at once."""
+        if self._armed_for_points and not next(iter(reading.values()))["value"]:
             self._trouble.set()
 
     def _on_circuit(self, value: Any) -> None:
@@ -801,6 +809,11 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
         self._armed_for_points = True
         self._triggers_sent = self._frames_of_arm = 0
 
+    def _arm_ended_error(self, reading: HealthReading) -> DetectorError:
+        self._armed_for_points = False
+        return arm_ended(self.name, self._prefix, reading.detector_state, reading.captured,
+                         reading.file, reading.status_message)
+
     async def _disarm_points(self) -> None:
         self._armed_for_points = False
         await self.stop()
@@ -849,7 +862,11 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
                             "written are kept and recorded. Run a new fly scan for the rest")
                     if self._ioc_away:
                         raise self._not_responding(0)
-                    check(await self._health(expected))
+                    reading = await self._health(expected)
+                    check_errors(reading)  # the IOC's own error first: it may have ended the arm
+                    if self._armed_for_points and not await self.driver.armed.get_value():
+                        raise self._arm_ended_error(reading)
+                    check(reading)
                     raise DetectorError(f"{self.name}: the IOC reported an error that cleared "
                                         "before it could be read; see cam1:StatusMessage_RBV")
                 try:

@@ -43,7 +43,15 @@ from .file_writer import (
     unique_name_pattern,
 )
 from .geometry import DATA_TYPE_BY_BITS, EIGER2_500K, Roi, check_images_per_point, check_roi
-from .health import RECONNECT_TIMEOUT, DetectorError, HealthReading, check, check_errors, not_responding
+from .health import (
+    RECONNECT_TIMEOUT,
+    DetectorError,
+    HealthReading,
+    arm_ended,
+    check,
+    check_errors,
+    not_responding,
+)
 from .layout import DATA_DATASET, FIRST_THRESHOLD, check_compression
 from .paths import READ_PATH_GRACE, ExpandedPaths, PathTemplates, ReadPathError, WritePathError
 from .point_counters import ARMED_TRIGGERS, CounterTargets
@@ -605,14 +613,9 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
             self._fail(point, self._arm_ended_error())
 
     def _arm_ended_error(self) -> DetectorError:
-        state = self.cam.detector_state.get()
-        message = self.cam.status_message.get()
-        return DetectorError(
-            f"{self.name}: the detector stopped acquiring in the middle of the scan (detector "
-            f"{state!r}, {self._frames_confirmed} frames confirmed in {self.hdf1._fn}); it says "
-            f"{message!r} ({self.prefix}cam1:StatusMessage_RBV). Fix: leave cam1:Acquire alone "
-            "while a plan runs (or fix what the message names), then run again."
-        )
+        return arm_ended(self.name, self.prefix, self.cam.detector_state.get(),
+                         self._frames_confirmed, self.hdf1._fn or "",
+                         self.cam.status_message.get())
 
     def unstage(self) -> list[object]:
         """End the capture (the IOC then closes the file) and check every confirmed frame is in

@@ -97,3 +97,15 @@ def not_responding(name: str, prefix: str, waited: float, file: str, frames: int
         "its host is reachable, then run again (the device unstaged itself; no restart of this "
         "session is needed)."
     )
+
+
+def arm_ended(name: str, prefix: str, reading_state: str, frames: int, file: str,
+              message: str) -> DetectorError:
+    """The exception for a detector armed for a stage's points whose arm ended mid-scan (a stop
+    from a panel, an error), naming what was kept."""
+    return DetectorError(
+        f"{name}: the detector stopped acquiring in the middle of the scan (detector "
+        f"{reading_state!r}, {frames} frames in {file or 'the file'}); it says {message!r} "
+        f"({prefix}cam1:StatusMessage_RBV). Fix: leave cam1:Acquire alone while a plan runs (or "
+        "fix what the message names), then run again."
+    )
