@@ -60,6 +60,10 @@ def test_several_frames_per_point_add_an_axis(tmp_path, sim, RE, catalog) -> Non
     assert on_disk.shape == (15, 512, 1028)
     np.testing.assert_array_equal(images[2], on_disk[10:15])
     np.testing.assert_array_equal(images[1, 3], expected_frames(master, range(8, 9))[0])
+    # The server reads what a request covers straight from the file, however it is cut.
+    np.testing.assert_array_equal(images[1:3, 2], on_disk[[7, 12]])
+    np.testing.assert_array_equal(images[:, 4, 10:20, 5], on_disk[[4, 9, 14], 10:20, 5])
+    np.testing.assert_array_equal(images[::2, 1:4:2], on_disk[[1, 3, 11, 13]].reshape(2, 2, 512, 1028))
 
 
 def test_readers_use_their_own_path_to_the_iocs_directory(tmp_path, sim, RE, catalog,

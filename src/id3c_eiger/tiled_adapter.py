@@ -38,6 +38,7 @@ from urllib.parse import unquote, urlparse
 import dask.array
 import h5py
 import hdf5plugin  # noqa: F401  (the server decodes bitshuffle/LZ4 frames)
+import numpy as np
 from starlette.exceptions import HTTPException
 from starlette.status import HTTP_403_FORBIDDEN, HTTP_404_NOT_FOUND
 from tiled.adapters.hdf5 import SWMR_DEFAULT, HDF5Adapter, HDF5ArrayAdapter, h5open
@@ -48,6 +49,7 @@ from .layout import LinkTarget, link_targets, resolve_target
 
 HDF5_MIMETYPE = "application/x-hdf5"
 READABLE_STORAGE_VARIABLE = "ID3C_EIGER_READABLE_STORAGE"
+builtins_slice = slice  # the adapter's methods take a parameter named slice, as Tiled's do
 LINK_DEPTH = 3  # files followed through links: master -> data file -> (no further in DECTRIS files)
 
 
@@ -157,7 +159,12 @@ class _VirtualFrames:
 
 
 class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
-    """Tiled's HDF5 array adapter, with virtual datasets split one frame (leading index) a block."""
+    """Tiled's HDF5 array adapter, with virtual datasets split one frame (leading index) a block,
+    and the frames a request asks for read straight from the files."""
+
+    _files: tuple[str, ...] = ()  # the assets' files, in the order their frames are stacked
+    _open_options: dict[str, Any] = {}
+    _dataset: str | None = None
 
     @classmethod
     def from_catalog(cls, data_source: Any, node: Any, /, **kwargs: Any) -> HDF5ArrayAdapter:
@@ -167,7 +174,56 @@ class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
         array, shape = adapter._array, tuple(data_source.structure.shape)
         if array.ndim == len(shape) and array.shape[1:] == shape[1:] and array.shape[0] > shape[0]:
             adapter._array = array[: shape[0]]
+        if not kwargs.get("slice") and not kwargs.get("squeeze"):  # files = array: direct reads
+            uris = [a.data_uri for a in data_source.assets if a.parameter == "data_uris"]
+            adapter._files = tuple(unquote(urlparse(u).path) for u in uris or
+                                   [data_source.assets[0].data_uri])
+            adapter._dataset = kwargs.get("dataset")
+            adapter._open_options = {k: kwargs[k] for k in ("swmr", "libver", "locking")
+                                     if k in kwargs}
         return adapter
+
+    def read(self, slice: Any = ...) -> Any:
+        direct = self._read_frames(tuple(slice) if slice else ())
+        return super().read(slice) if direct is None else direct
+
+    def read_block(self, block: Any, slice: Any = ...) -> Any:
+        direct = self._read_frames(tuple(block.slice_from_chunks(self._structure.chunks)))
+        if direct is None:
+            return super().read_block(block, slice)
+        return direct[tuple(slice)] if slice else direct
+
+    def _read_frames(self, index: tuple[Any, ...]) -> np.ndarray | None:
+        """``index`` of the structure (a run's (points, frames per point, ...) over the files'
+        frames), read with h5py from the frames it covers; None where Tiled's general path
+        (dask, and its reshape over one block per frame: 70 ms for a 10 x 1000-frame run, where
+        h5py reads a frame in 1) must serve it."""
+        shape, frames = tuple(self._structure.shape), self._array.shape
+        lead = len(shape) - (len(frames) - 1)  # structure axes over the files' frame axis
+        if (not self._files or lead < 1 or shape[lead:] != frames[1:]
+                or len(index) > len(shape)
+                or not all(isinstance(i, (int, np.integer, builtins_slice)) for i in index)):
+            return None
+        index = index + (builtins_slice(None),) * (len(shape) - len(index))
+        wanted = np.arange(math.prod(shape[:lead])).reshape(shape[:lead])[index[:lead]]
+        if wanted.size == 0:
+            return None
+        first, stop = int(wanted.min()), int(wanted.max()) + 1
+        stack = self._stacked(first, stop)
+        return stack[wanted - first][(Ellipsis, *index[lead:])]
+
+    def _stacked(self, first: int, stop: int) -> np.ndarray:
+        """Frames ``first`` to ``stop`` of the files, in stacking order."""
+        parts, start = [], 0
+        for path in self._files:
+            if start >= stop:
+                break
+            with h5open(path, self._dataset, **self._open_options) as ds:
+                n = ds.shape[0]
+                if start + n > first:
+                    parts.append(ds[max(first - start, 0): min(stop - start, n)])
+            start += n
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     @staticmethod
     def lazy_load_hdf5_array(
