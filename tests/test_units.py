@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -104,7 +105,8 @@ def test_frames_are_deterministic_and_pool_chunks_decode_to_them() -> None:
         np.testing.assert_array_equal(d[0], a)
 
 
-def _run_engine(plan: AcquisitionPlan, triggers: int = 0, stop_after: float | None = None):
+def _run_engine(plan: AcquisitionPlan, triggers: int = 0, stop_after: float | None = None,
+                paced: bool = True):
     delivered: list[range] = []
     states: list[str] = []
 
@@ -115,7 +117,7 @@ def _run_engine(plan: AcquisitionPlan, triggers: int = 0, stop_after: float | No
         states.append(state)
 
     async def main() -> int:
-        engine = AcquisitionEngine(plan, deliver, report)
+        engine = AcquisitionEngine(plan, deliver, report, paced=paced)
         task = asyncio.create_task(engine.run())
         for _ in range(triggers):
             while not states or states[-1] != "Waiting":
@@ -137,6 +139,15 @@ def test_engine_delivers_every_frame_once_in_order() -> None:
     assert produced == 100 == plan.total_frames
     assert [i for r in delivered for i in r] == list(range(100))
     assert len(delivered) < 100  # batched
+
+
+def test_unpaced_the_engine_delivers_a_series_in_batches_without_waiting_for_its_period() -> None:
+    plan = AcquisitionPlan(TriggerMode.INTERNAL_SERIES, 100, 1, 0.9, 1.0, False)  # 100 s paced
+    started = time.monotonic()
+    produced, delivered, _ = _run_engine(plan, paced=False)
+    assert time.monotonic() - started < 5
+    assert produced == 100 and [i for r in delivered for i in r] == list(range(100))
+    assert [len(r) for r in delivered] == [25, 25, 25, 25]
 
 
 def test_engine_waits_for_each_external_trigger_and_stops_continuous() -> None:

@@ -64,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds the IOC waits, once the FileWriter leaves 'acquire', before "
                         "collecting the series' downloads and ending the acquisition (default "
                         "%(default)s, ADEiger's; each FileWriter arm costs at least this)")
+    parser.add_argument("--unpaced", action="store_true",
+                        help="produce each series as fast as it is written, not one frame per "
+                        "AcquirePeriod: the simulator's own ceiling, for benchmarks (no "
+                        "detector does this)")
     parser.add_argument(
         "--fault", action="append", default=[], metavar="NAME=VALUE",
         help="arm a fault at start, as a put to <prefix>sim:NAME would: "
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     dcu_root.mkdir(parents=True, exist_ok=True)
     ioc = EigerIOC(prefix=args.prefix, model=model, roots=data_roots, dcu_root=dcu_root,
                    seed=args.seed, arm_time=args.arm_time, disarm_time=args.disarm_time,
-                   fw_settle_time=args.fw_settle_time)
+                   fw_settle_time=args.fw_settle_time, paced=not args.unpaced)
     if not args.no_autosave:
         safe_prefix = "".join(c if c.isalnum() else "_" for c in args.prefix)
         ioc.use_autosave(args.autosave or data_roots.roots[0] / ".id3c-eiger-sim"

@@ -6,7 +6,8 @@ External triggers, and internal ones with ``ManualTrigger``, come from ``trigger
 ``Trigger`` PV). Frames due by now are delivered in batches, so a fast series costs one call per
 tick rather than one per frame, and the engine keeps real time however long a batch takes. A
 ``deliver`` that takes fewer frames than it was given stalls the engine (the camera stays
-acquiring, producing nothing) until ``stop()``.
+acquiring, producing nothing) until ``stop()``. Unpaced (``--unpaced``, for benchmarks), a series
+comes as fast as ``deliver`` takes its batches: the simulator's own ceiling.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ _MANUAL_CAPABLE = {TriggerMode.INTERNAL_SERIES, TriggerMode.INTERNAL_ENABLE}
 
 # Sleeps longer than this wait on the stop event, so a stop is seen at once.
 _INTERRUPTIBLE_SLEEP = 0.05
+UNPACED_BATCH = 25  # frames a batch when not paced by the frame period (as the writer batches)
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,14 @@ class AcquisitionEngine:
         report: Report,
         min_tick: float = 0.002,
         clock: Callable[[], float] = time.monotonic,
+        paced: bool = True,
     ) -> None:
         self.plan = plan
         self._deliver = deliver
         self._report = report
         self._min_tick = min_tick
         self._clock = clock
+        self._paced = paced  # False: frames as fast as ``deliver`` takes them (a benchmark)
         self._stop = asyncio.Event()
         self._triggers: asyncio.Queue[float] = asyncio.Queue()
         self.produced = 0
@@ -139,7 +143,8 @@ class AcquisitionEngine:
         start = self._clock()
         done = 0
         while done < n and not self.stopped:
-            due = min(n, int((self._clock() - start) / period + 1e-9))
+            due = (min(n, int((self._clock() - start) / period + 1e-9)) if self._paced
+                   else min(n, done + UNPACED_BATCH))
             if due > done:
                 batch = range(self.produced, self.produced + due - done)
                 taken = await self._deliver(batch)

@@ -383,7 +383,8 @@ class CameraPVs(surface_class("cam1:", "CameraSurface")):
         await self.DetectorState_RBV.write("Acquire")
         await self.report_status("Arming")
         engine = AcquisitionEngine(
-            plan, functools.partial(self._deliver, settings), self._report_state
+            plan, functools.partial(self._deliver, settings), self._report_state,
+            paced=self.ioc.paced,
         )
         self._engine = engine
         produced = 0
@@ -852,7 +853,7 @@ class EigerIOC(PVGroup):
 
     def __init__(self, *args: Any, model: DetectorModel, roots: DataRoots, dcu_root: Path,
                  seed: int = 0, arm_time: float = ARM_TIME, disarm_time: float = DISARM_TIME,
-                 fw_settle_time: float = FW_SETTLE,
+                 fw_settle_time: float = FW_SETTLE, paced: bool = True,
                  **kwargs: Any) -> None:
         self.model = model
         self.roots = roots
@@ -860,6 +861,7 @@ class EigerIOC(PVGroup):
         self.arm_time = arm_time
         self.disarm_time = disarm_time
         self.fw_settle_time = fw_settle_time
+        self.paced = paced  # False (--unpaced): frames as fast as they are written
         self.generator = FrameGenerator(model, seed)
         self.writer_executor = ThreadPoolExecutor(1, thread_name_prefix="hdf-writer")
         self.ports = Ports()  # the plugin groups register on it as they are made
