@@ -142,12 +142,12 @@ def test_engine_delivers_every_frame_once_in_order() -> None:
 
 
 def test_unpaced_the_engine_delivers_a_series_in_batches_without_waiting_for_its_period() -> None:
-    plan = AcquisitionPlan(TriggerMode.INTERNAL_SERIES, 100, 1, 0.9, 1.0, False)  # 100 s paced
+    plan = AcquisitionPlan(TriggerMode.INTERNAL_SERIES, 450, 1, 0.9, 1.0, False)  # 450 s paced
     started = time.monotonic()
     produced, delivered, _ = _run_engine(plan, paced=False)
     assert time.monotonic() - started < 5
-    assert produced == 100 and [i for r in delivered for i in r] == list(range(100))
-    assert [len(r) for r in delivered] == [25, 25, 25, 25]
+    assert produced == 450 and [i for r in delivered for i in r] == list(range(450))
+    assert [len(r) for r in delivered] == [200, 200, 50]
 
 
 def test_engine_waits_for_each_external_trigger_and_stops_continuous() -> None:
