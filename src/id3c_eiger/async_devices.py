@@ -89,6 +89,7 @@ from .health import (
     DetectorNotResponding,
     HealthReading,
     arm_ended,
+    arm_refused,
     check,
     check_errors,
     not_responding,
@@ -266,10 +267,7 @@ class Eiger2AcquireLogic(ADAcquireLogic):
             arming.cancel()
             await asyncio.gather(arming, return_exceptions=True)
             message = await self.driver.status_message.get_value(cached=False)
-            raise DetectorError(
-                f"{self.driver.acquire.source}: the detector refused to arm "
-                f"(cam1:DetectorState_RBV Error); it says {message!r} "
-                "(cam1:StatusMessage_RBV). Fix the setting it names, then run again.")
+            raise arm_refused(self.driver.acquire.source, message)
         arming.result()
 
     async def _refused(self) -> None:

@@ -48,6 +48,7 @@ from .health import (
     DetectorError,
     HealthReading,
     arm_ended,
+    arm_refused,
     check,
     check_errors,
     not_responding,
@@ -589,10 +590,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
             self.cam.detector_state.clear_sub(on_state)
         if outcome[0] != "Armed":
             message = self.cam.status_message.get(as_string=True, use_monitor=False)
-            raise DetectorError(
-                f"{self.name}: the detector refused to arm ({self.prefix}cam1:DetectorState_RBV "
-                f"Error); it says {message!r} ({self.prefix}cam1:StatusMessage_RBV). Fix the "
-                "setting it names, then run again.")
+            raise arm_refused(f"{self.name} ({self.prefix})", message)
         self._armed = True
 
     def _disarm(self) -> None:

@@ -99,6 +99,14 @@ def not_responding(name: str, prefix: str, waited: float, file: str, frames: int
     )
 
 
+def arm_refused(who: str, message: str) -> DetectorError:
+    """The exception for an arm the detector refused (``DetectorState_RBV`` Error); ``who``
+    names the detector (its name or its Acquire PV), ``message`` is its StatusMessage_RBV."""
+    return DetectorError(
+        f"{who}: the detector refused to arm (cam1:DetectorState_RBV Error); it says {message!r} "
+        "(cam1:StatusMessage_RBV). Fix the setting it names, then run again.")
+
+
 def arm_ended(name: str, prefix: str, reading_state: str, frames: int, file: str,
               message: str) -> DetectorError:
     """The exception for a detector armed for a stage's points whose arm ended mid-scan (a stop
