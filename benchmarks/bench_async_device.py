@@ -49,7 +49,10 @@ LIVETIME = PERIOD - EIGER2_500K.dead_time
 def fly_scan(RE: RunEngine, sim: Sim, catalog: object, root: Path) -> None:
     with init_devices():
         eiger2 = AsyncEiger2(PREFIX, name="eiger2", write_path_template=str(root / "fly"))
-    start = time.perf_counter()
+    start = time.perf_counter()  # cold: the simulator first builds its frames for the settings
+    RE(fly_frames(eiger2, TriggerInfo(number_of_events=FRAMES, livetime=LIVETIME)))
+    cold = time.perf_counter() - start
+    start = time.perf_counter()  # warm: as a detector, which makes no frames up
     RE(fly_frames(eiger2, TriggerInfo(number_of_events=FRAMES, livetime=LIVETIME)))
     wall = time.perf_counter() - start
     ideal = FRAMES * PERIOD
@@ -63,7 +66,9 @@ def fly_scan(RE: RunEngine, sim: Sim, catalog: object, root: Path) -> None:
     complete = (captured == nimages == on_disk == FRAMES and images.shape == (FRAMES, 512, 1028)
                 and np.array_equal(images[FRAMES - 1], last))
     print(f"fly scan, {FRAMES} frames at {PERIOD * 1e3:.2f} ms ({1 / PERIOD:.0f} Hz), 16-bit, BSLZ4:")
-    print(f"  wall time {wall:.2f} s, ideal {ideal:.2f} s, ratio {wall / ideal:.3f}   (goal <= 1.2)")
+    print(f"  wall time {wall:.2f} s, ideal {ideal:.2f} s, ratio {wall / ideal:.3f}   (goal <= 1.1); "
+          f"the first run of the settings {cold:.2f} s = {cold / ideal:.3f} x (the simulator "
+          "builds its frame pool at that arm)")
     print(f"  NumCaptured {captured}, master nimages x ntrigger {nimages}, frames in files {on_disk}, "
           f"Tiled shape {images.shape}, last frame equal: {complete}")
 
