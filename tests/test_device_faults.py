@@ -11,6 +11,7 @@ from pathlib import Path
 
 import bluesky.plans as bp
 import h5py
+import numpy as np
 import pytest
 from bluesky.utils import FailedStatus
 
@@ -103,6 +104,26 @@ def test_a_step_scan_arms_once_and_a_stop_from_a_panel_fails_it_keeping_every_fr
     assert kept(master) == (3, 3) and images.shape[0] == 3  # disk = file = Tiled
     RE(bp.count([eiger2], num=2))  # the next plan arms again
     assert catalog.runs[-1].primary["eiger2_image"].shape == (2, 512, 1028)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_scan_longer_than_an_arm_arms_again_and_keeps_every_frame(
+        flavour, tmp_path, sim, RE, catalog, monkeypatch) -> None:
+    module = "id3c_eiger.devices" if flavour == CLASSIC else "id3c_eiger.async_devices"
+    monkeypatch.setattr(f"{module}.ARMED_TRIGGERS", 3)  # 100,000 at the beamline
+    eiger2 = load_eiger2(flavour, tmp_path, sim, f"{sim.directory}/rearm")
+    arms = sim.get("cam1:SequenceId")
+    RE(bp.count([eiger2], num=7))
+    assert sim.get("cam1:SequenceId") == arms + 3  # points 1-3, 4-6, 7
+    run = catalog.runs[-1]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    images = run.primary["eiger2_image"]
+    (master,) = master_files(images)
+    assert kept(master) == (7, 7) and images.shape[0] == 7  # disk = file = Tiled
+    np.testing.assert_array_equal(images[6], expected_frames(master, range(6, 7))[0])
+    frames = expected_frames(master, range(7))  # each point's numbers are its own frame's
+    np.testing.assert_allclose(run.primary[eiger2.stats1.total.name].read(),
+                               [f.astype(np.float64).sum() for f in frames], rtol=1e-12)
 
 
 @pytest.fixture

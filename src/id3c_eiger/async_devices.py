@@ -457,8 +457,12 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
     def _on_armed(self, reading: dict[str, Reading]) -> None:
         """An arm for points that ends before unstage (a stop from a panel, an error) ends the
         point's wait at once."""
-        if self._armed_for_points and not next(iter(reading.values()))["value"]:
+        if self._arm_ended_early() and not next(iter(reading.values()))["value"]:
             self._trouble.set()
+
+    def _arm_ended_early(self) -> bool:
+        """Armed for points, with triggers of the arm left (after the last it ends as planned)."""
+        return self._armed_for_points and self._triggers_sent < ARMED_TRIGGERS
 
     def _on_circuit(self, value: Any) -> None:
         """A closed connection ends a wait at once: the IOC is gone, no timeout need pass."""
@@ -862,7 +866,7 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
                         raise self._not_responding(0)
                     reading = await self._health(expected)
                     check_errors(reading)  # the IOC's own error first: it may have ended the arm
-                    if self._armed_for_points and not await self.driver.armed.get_value():
+                    if self._arm_ended_early() and not await self.driver.armed.get_value():
                         raise self._arm_ended_error(reading)
                     check(reading)
                     raise DetectorError(f"{self.name}: the IOC reported an error that cleared "

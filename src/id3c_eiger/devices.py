@@ -489,6 +489,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self._counters = CounterTargets(self._point_reached)  # with arms_per_stage
         self._armed = False  # armed for this stage's manual triggers
         self._triggers_sent = 0  # of this arm
+        self._frames_before_arm = 0  # frames of the stage taken by its earlier arms
 
     def generate_datum(self, key: str, timestamp: float, datum_kwargs: dict | None = None) -> None:
         """The point's datum, from the store in use only: ophyd's dispatch would ask every file
@@ -574,6 +575,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
                 ready.set()
 
         self._triggers_sent = 0
+        self._frames_before_arm = self._frames_taken  # the counters count from this arm
         self.cam.armed.subscribe(on_armed, run=False)
         self.cam.detector_state.subscribe(on_state, run=False)
         try:
@@ -786,12 +788,12 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
     def _trigger_armed(self) -> DeviceStatus:
         """A point of the stage's arm: one ``cam1:Trigger`` (arming again once an arm's
         triggers are used up); done when every counter holds its frames."""
-        if not self._armed:
-            if self._triggers_sent < ARMED_TRIGGERS:
-                raise self._remember(self._arm_ended_error())
+        if self._triggers_sent >= ARMED_TRIGGERS:  # whether or not its end was seen yet
             self._disarm()
             self._start_counting()
             self._arm()
+        elif not self._armed:
+            raise self._remember(self._arm_ended_error())
         self._frames_taken += self.images_per_point
         self.generate_datum(self._image_name, time.time(), {})
         watched = self._start_point()
@@ -801,7 +803,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         except (TimeoutError, DisconnectedError) as err:
             self._point_timer.cancel()
             raise self._remember(self._not_responding(SIGNAL_TIMEOUT)) from err
-        self._counters.expect(self._frames_taken)
+        self._counters.expect(self._frames_taken - self._frames_before_arm)
         return watched
 
     def _start_point(self) -> DeviceStatus:
