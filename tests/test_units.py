@@ -35,7 +35,7 @@ from id3c_eiger.layout import (
     read_metadata,
     series_stem,
 )
-from id3c_eiger.paths import PathTemplates
+from id3c_eiger.paths import PathTemplates, ReadPathError
 from id3c_eiger_sim.engine import AcquisitionEngine, AcquisitionPlan, TriggerMode
 from id3c_eiger_sim.frames import POOL_SIZE, FrameGenerator, FrameSettings, build_pool
 from id3c_eiger_sim.roots import DataRoots, PathRefused, expand_template
@@ -208,6 +208,30 @@ def test_write_directory_maps_back_to_its_date_and_read_directory(write, directo
     if when is not None:
         assert templates.expand(when).write.rstrip("/") == directory.rstrip("/")
         assert templates.expand(when).read.startswith("/mnt/eiger/")
+
+
+@pytest.mark.parametrize(
+    ("write", "read", "depth", "mount"),
+    [
+        ("/detector/eiger/%Y/%m/%d/", "{share}/%Y/%m/%d/", -3, "{share}"),
+        ("/detector/eiger/%Y/%m/%d/", "{share}/%Y/%m/%d/", -5, "{share}"),  # only the shared end
+        ("/detector/eiger/%Y/%m/%d/", "{share}/%Y/%m/%d/", 3, "{share}/%Y"),  # 3 levels exist
+        ("/detector/eiger/run5/", "{share}/run5", 0, "{share}/run5"),  # the IOC creates none
+        ("/detector/w/", "{share}/r/", -3, "{share}/r"),  # nothing shared: all of it is a mount
+    ],
+)
+def test_the_read_mount_is_what_the_ioc_cannot_create(tmp_path: Path, write, read, depth,
+                                                      mount) -> None:
+    share = tmp_path / "gdata"
+    templates = PathTemplates(write, read.format(share=share))
+    with pytest.raises(ReadPathError) as missing:
+        templates.check_read_mount(depth)
+    expected = datetime.now().strftime(mount.format(share=share))
+    assert f"{expected!r} does not exist here" in str(missing.value)
+    assert "read_path_template" in str(missing.value)
+    Path(expected).mkdir(parents=True)  # the mount there: the IOC makes the rest
+    templates.check_read_mount(depth)
+    PathTemplates(write).check_read_mount(depth)  # one mount: the IOC's own check decides
 
 
 def test_an_ndfile_write_cut_short_keeps_each_frame_before_whole_with_its_attributes(

@@ -518,8 +518,16 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             status_message=status_message, dropped=dropped - self._dropped_at_stage,
         )
 
+    def stage(self) -> AsyncStatus:
+        """Stage; this host's mount of the read path is checked first, before any put, so a
+        missing one reaches the plan as ``ReadPathError`` itself (a failed status would reach
+        it wrapped in bluesky's ``FailedStatus``)."""
+        provider = self.path_provider
+        provider.templates.check_read_mount(provider.create_directory_depth)
+        return self._stage()
+
     @AsyncStatus.wrap
-    async def stage(self) -> None:
+    async def _stage(self) -> None:
         self._failure = None
         self._frames_confirmed = 0
         self._file_seen = False

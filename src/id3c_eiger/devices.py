@@ -509,6 +509,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self.roi = region
 
     def stage(self) -> list[object]:
+        self.store.templates.check_read_mount(self.store.create_directory_depth)
         self._file_checked = False
         self._frames_taken = self._frames_confirmed = 0
         self._failure = None

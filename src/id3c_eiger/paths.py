@@ -141,6 +141,33 @@ class PathTemplates:
         if self.read is not None:
             _check_template("read", self.read)
 
+    def check_read_mount(self, create_directory_depth: int) -> None:
+        """Raise ``ReadPathError`` unless the part of the read directory that no IOC creates
+        exists here: with a read template of its own, the IOC creates only the write path's last
+        directories (``CreateDirectory``), and of the read path at most those its end shares
+        with the write path; the rest is this host's mount of the share. Checked before any
+        put, so a missing mount is named before the IOC is touched."""
+        if self.read is None or self.read == self.write:
+            return  # one mount: the IOC may create any of it, checked once it has
+        write, read = (PurePosixPath(with_separator(t)).parts[1:] for t in (self.write, self.read))
+        pairs = zip(reversed(write), reversed(read), strict=False)  # from the end
+        shared = next((n for n, (w, r) in enumerate(pairs) if w != r), min(len(write), len(read)))
+        if create_directory_depth < 0:
+            created = -create_directory_depth
+        else:
+            created = max(len(write) - create_directory_depth, 0) if create_directory_depth else 0
+        kept = len(read) - min(shared, created)
+        mount = PurePosixPath("/", *read[:kept])
+        expanded = datetime.now().strftime(str(mount))
+        if not os.path.isdir(expanded):
+            raise ReadPathError(
+                f"read path {with_separator(self.read)!r} cannot show what the IOC writes to "
+                f"{with_separator(self.write)!r}: "
+                f"{expanded!r} does not exist here, and the IOC creates only "
+                f"{min(shared, created)} of its last directories. Fix: set read_path_template "
+                "to where this host (and the Tiled server) mounts the IOC's write path, or "
+                "mount it there.")
+
     def expand(self, when: datetime | None = None) -> ExpandedPaths:
         """Both templates expanded for ``when`` (default now), each with a trailing ``/``."""
         when = when or datetime.now()
