@@ -6,16 +6,22 @@ by stage and by the doctor, and the fix makes the doctor PASS."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import bluesky.plans as bp
+import h5py
 import numpy as np
 import pytest
 import yaml
 
 from helpers import ASYNC, CLASSIC, Sim, expected_frames, load_eiger2
 from id3c_eiger.catalog import master_files
+from id3c_eiger.deploy import server_environment
 from id3c_eiger.doctor import check_chain
+from id3c_eiger.inspection import inspect_master
+from id3c_eiger.layout import link_targets
+from id3c_eiger.path_map import PATH_MAP_VARIABLE
 from id3c_eiger.paths import ReadPathError
 from id3c_eiger_sim.process import start_simulator
 
@@ -72,3 +78,50 @@ def test_the_ioc_hosts_path_as_read_path_is_refused_named_and_fixed(ioc_host, tm
     devices.write_text(yaml.safe_dump(content))
     hops = list(check_chain(devices))
     assert all(hop.passed for hop in hops), [str(h) for h in hops if not h.passed]
+
+
+def _link_absolutely(master: Path, data_dir: Path, written: Path) -> None:
+    """What an IOC that keeps data files apart from its masters writes: each data file moved to
+    ``data_dir``, its link naming it by the IOC's own absolute path under ``written``."""
+    with h5py.File(master, "r+") as f:
+        targets = link_targets(f)
+        assert [t.kind for t in targets] == ["external link"] * len(targets)
+        for target in targets:
+            shutil.move(master.parent / target.target, data_dir / target.target)
+            del f[target.link]
+            f[target.link] = h5py.ExternalLink(str(written / target.target), target.dataset)
+
+
+def test_absolute_links_as_the_ioc_wrote_them_read_through_the_generated_path_map(
+        ioc_host, tmp_path, RE, catalog, monkeypatch) -> None:
+    """The server, the doctor and inspect find a data file by the IOC's absolute path through
+    the map the kit generates from the devices file (no HDF5_EXT_PREFIX, which maps file names
+    only and applies to the whole process)."""
+    sim, share = ioc_host
+    monkeypatch.delenv(PATH_MAP_VARIABLE, raising=False)
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{IOC_VIEW}/%Y/%m/%d/", f"{share}/%Y/%m/%d/",
+                         file_source="file_writer")
+    (uid,) = RE(bp.count([eiger2], num=1))
+    images = catalog.runs[uid].primary["eiger2_image"]
+    (master,) = master_files(images)
+    kept = expected_frames(master, range(1))[0]
+    (share / "data").mkdir()
+    _link_absolutely(master, share / "data", IOC_VIEW / "data")
+    # Unmapped, the server names the target as written and as it resolved, and the fix.
+    with pytest.raises(Exception, match=PATH_MAP_VARIABLE) as refused:
+        catalog.runs[uid].primary["eiger2_image"][0]
+    assert f"{IOC_VIEW}/data/" in str(refused.value)
+    devices = tmp_path / "devices.yml"
+    hops = list(check_chain(devices, catalog=catalog, run=uid))  # the devices file maps here
+    assert [h.name for h in hops if not h.passed] == ["Tiled frame 0"], [str(h) for h in hops]
+    assert PATH_MAP_VARIABLE in hops[-1].detail
+    # The fix: the server's environment as tiled-config generates it from the devices file.
+    environment = server_environment(devices)
+    assert environment[PATH_MAP_VARIABLE] == f"{IOC_VIEW}={share}"
+    monkeypatch.setenv(PATH_MAP_VARIABLE, environment[PATH_MAP_VARIABLE])
+    np.testing.assert_array_equal(catalog.runs[uid].primary["eiger2_image"][0], kept)
+    hops = list(check_chain(devices, catalog=catalog, run=uid))
+    assert all(hop.passed for hop in hops), [str(h) for h in hops if not h.passed]
+    report = inspect_master(master)  # inspect honours the same variable
+    assert [link.status for link in report.links] == ["OK"] * len(report.links)
+    assert all(link.detail.startswith(f"{share}/data/") for link in report.links)

@@ -95,12 +95,12 @@ class PostgresServer:
 class TiledService:
     """``tiled serve config`` with the generated configuration, as the systemd unit runs it."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, devices: Path) -> None:
         self.config = config
         content = yaml.safe_load(config.read_text())
         self.uri = f"http://127.0.0.1:{content['uvicorn']['port']}"
         self.environment = {**os.environ, API_KEY_VARIABLE: API_KEY,
-                            **server_environment(content)}
+                            **server_environment(devices)}
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -134,7 +134,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, data_root: Path, ioc):
                          "--port", str(_free_port()), "--output", str(config),
                          "--systemd", str(base / "tiled.service")]) == 0
         (base / "tiled" / "writable").mkdir()
-        tiled = TiledService(config)
+        tiled = TiledService(config, devices)
         tiled.start()
         yield postgres, tiled, devices
     finally:

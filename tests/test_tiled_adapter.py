@@ -43,13 +43,13 @@ def test_frames_across_data_files_through_tiled_equal_the_files(tmp_path, sim, R
     np.testing.assert_array_equal(images[3], expected_frames(master, range(3, 4))[0])
     # The adapter reads the frames a slice asks for, not the series.
     reads = []
-    original = tiled_adapter._VirtualFrames.__getitem__
+    original = tiled_adapter._Frames.__getitem__
 
     def spy(self, index):
         reads.append(index)
         return original(self, index)
 
-    monkeypatch.setattr(tiled_adapter._VirtualFrames, "__getitem__", spy)
+    monkeypatch.setattr(tiled_adapter._Frames, "__getitem__", spy)
     array = tiled_adapter.FramewiseHDF5ArrayAdapter.lazy_load_hdf5_array(
         master, dataset=DATA_DATASET, swmr=True)
     assert array.numblocks[0] == 2500

@@ -35,6 +35,7 @@ from id3c_eiger.layout import (
     read_metadata,
     series_stem,
 )
+from id3c_eiger.path_map import PathMap, PathMapError
 from id3c_eiger.paths import PathTemplates, ReadPathError
 from id3c_eiger_sim.engine import AcquisitionEngine, AcquisitionPlan, TriggerMode
 from id3c_eiger_sim.frames import POOL_SIZE, FrameGenerator, FrameSettings, build_pool
@@ -232,6 +233,33 @@ def test_the_read_mount_is_what_the_ioc_cannot_create(tmp_path: Path, write, rea
     Path(expected).mkdir(parents=True)  # the mount there: the IOC makes the rest
     templates.check_read_mount(depth)
     PathTemplates(write).check_read_mount(depth)  # one mount: the IOC's own check decides
+
+
+def test_a_path_map_takes_the_longest_write_root_and_names_a_bad_entry() -> None:
+    path_map = PathMap.parse("/detector=/gdata/det:/detector/eiger=/gdata/3idc/eiger")
+    assert path_map.map("/detector/eiger/2026/x.h5") == Path("/gdata/3idc/eiger/2026/x.h5")
+    assert path_map.map("/detector/other/x.h5") == Path("/gdata/det/other/x.h5")
+    assert path_map.map("/elsewhere/x.h5") is None and not PathMap.parse("")
+    assert str(PathMap.parse(str(path_map))) == str(path_map)
+    for text, rule in (("/detector/eiger", "has no '='"), ("detector=/gdata", "not absolute")):
+        with pytest.raises(PathMapError, match=rule) as bad:
+            PathMap.parse(text)
+        assert text.partition("=")[0] in str(bad.value) and "e.g." in str(bad.value)
+
+
+@pytest.mark.parametrize(
+    ("write", "read", "roots"),
+    [
+        ("/detector/eiger/%Y/%m/%d/", "/gdata/3idc/eiger/%Y/%m/%d", ("/detector",
+                                                                    "/gdata/3idc")),
+        ("/detector/eiger2/%Y/", "/gdata/3idc/eiger/%Y", ("/detector/eiger2",
+                                                          "/gdata/3idc/eiger")),
+        ("/detector/eiger/%Y/", "/gdata/eiger/%Y/%m/", None),  # the dated parts differ
+        ("/detector/eiger/%Y/", None, None),  # one mount
+    ],
+)
+def test_templates_give_the_roots_a_path_map_needs(write, read, roots) -> None:
+    assert PathTemplates(write, read).roots() == roots
 
 
 def test_an_ndfile_write_cut_short_keeps_each_frame_before_whole_with_its_attributes(

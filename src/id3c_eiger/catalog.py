@@ -309,7 +309,7 @@ def open_catalog(
         # multi-file master is read as one frame.
         # ... and reads nothing outside readable_storage, through links or symlinks.
         server.catalog.context.adapters_by_mimetype[HDF5_MIMETYPE] = (
-            FramewiseHDF5Adapter.confined_to(storage))
+            FramewiseHDF5Adapter.configured(storage))
         uri, api_key = server.uri, None
     try:
         if server is None:

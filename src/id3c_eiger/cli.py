@@ -140,10 +140,11 @@ def _tiled_config(args: argparse.Namespace) -> int:
     output = Path(args.output)
     output.write_text(config_text(config))
     print(f"wrote {output}; start the server with:")
-    environment = " ".join(f"{k}={v}" for k, v in server_environment(config).items())
+    server = server_environment(args.devices)
+    environment = " ".join(f"{k}={v}" for k, v in server.items())
     print(f"  {API_KEY_VARIABLE}=<alphanumeric key> {environment} tiled serve config {output}")
     if args.systemd:
-        Path(args.systemd).write_text(systemd_unit(output.resolve(), config))
+        Path(args.systemd).write_text(systemd_unit(output.resolve(), server))
         print(f"wrote {args.systemd}: install it in /etc/systemd/system, put "
               f"{API_KEY_VARIABLE}=<key> in /etc/tiled/api-key.env (mode 600), then "
               "systemctl enable --now tiled")

@@ -5,7 +5,9 @@ The configuration holds a PostgreSQL catalog created on first start (``init_if_n
 writable storage as a directory plus SQL (what TiledWriter needs to create a run's arrays),
 readable storage = the detectors' read roots (where their files show on the Tiled host), the
 framewise adapter, and a single-user API key taken from the server's environment. The adapter
-reads its storage from ``ID3C_EIGER_READABLE_STORAGE``, which the unit sets to the same roots.
+reads its storage from ``ID3C_EIGER_READABLE_STORAGE``, which the unit sets to the same roots,
+and, where an IOC sees the share at another path, the map from its roots to the read roots
+from ``ID3C_EIGER_PATH_MAP``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 import yaml
 
 from .config import check_devices_file, find_devices_file
+from .path_map import PATH_MAP_VARIABLE, PathMap
+from .paths import PathTemplates
 from .tiled_adapter import HDF5_MIMETYPE, READABLE_STORAGE_VARIABLE, FramewiseHDF5Adapter
 
 API_KEY_VARIABLE = "TILED_SINGLE_USER_API_KEY"
@@ -58,6 +62,19 @@ def readable_roots(devices_file: str | os.PathLike[str]) -> list[str]:
                                 "there is no directory for Tiled to read; give the detector's "
                                 "devices file")
     return roots
+
+
+def path_map_of(devices_file: str | os.PathLike[str]) -> PathMap:
+    """Where each device's write root shows at its read root (``PathTemplates.roots``): the map
+    the Tiled server and the doctor apply to absolute link targets as the IOC wrote them."""
+    pairs = []
+    for entries in check_devices_file(devices_file).values():
+        for kwargs in entries:
+            if kwargs.get("write_path_template") and kwargs.get("read_path_template"):
+                roots = PathTemplates(kwargs["write_path_template"],
+                                      kwargs["read_path_template"]).roots()
+                pairs += [roots] if roots else []
+    return PathMap.of(pairs)
 
 
 def _check_database(uri: str, what: str = "catalog database") -> str:
@@ -104,19 +121,24 @@ def config_text(config: dict[str, Any]) -> str:
         yaml.safe_dump(config, sort_keys=False)
 
 
-def server_environment(config: dict[str, Any]) -> dict[str, str]:
-    """The variables the server process needs besides the API key: the adapter's storage."""
-    roots = config["trees"][0]["args"]["readable_storage"]
-    return {READABLE_STORAGE_VARIABLE: os.pathsep.join(roots)}
+def server_environment(devices_file: str | os.PathLike[str] | None) -> dict[str, str]:
+    """The variables the server process needs besides the API key: the adapter's storage (the
+    configuration's readable_storage) and, where a device's IOC sees the share elsewhere, the
+    path map for absolute link targets."""
+    devices_file = find_devices_file(devices_file)
+    environment = {READABLE_STORAGE_VARIABLE: os.pathsep.join(readable_roots(devices_file))}
+    if path_map := path_map_of(devices_file):
+        environment[PATH_MAP_VARIABLE] = str(path_map)
+    return environment
 
 
-def systemd_unit(config_path: str | os.PathLike[str], config: dict[str, Any],
+def systemd_unit(config_path: str | os.PathLike[str], server: dict[str, str],
                  tiled: str = "/opt/tiled/bin/tiled", user: str = "tiled",
                  environment_file: str = "/etc/tiled/api-key.env") -> str:
-    """A systemd service running ``tiled serve config`` as ``user``; the API key is read from
-    ``environment_file`` (one line ``TILED_SINGLE_USER_API_KEY=...``, mode 600)."""
-    environment = "\n".join(f"Environment={key}={value}"
-                            for key, value in server_environment(config).items())
+    """A systemd service running ``tiled serve config`` as ``user`` with the ``server``
+    environment (``server_environment``); the API key is read from ``environment_file`` (one
+    line ``TILED_SINGLE_USER_API_KEY=...``, mode 600)."""
+    environment = "\n".join(f'Environment="{key}={value}"' for key, value in server.items())
     return f"""[Unit]
 Description=Tiled server of 3-ID-C (EIGER2 runs)
 After=network-online.target postgresql.service

@@ -34,9 +34,11 @@ from .catalog import (
     run_images,
 )
 from .config import DevicesFileError, device_entry, device_names, find_devices_file
+from .deploy import path_map_of
 from .file_writer import FileSource, check_file_source
 from .inspection import MasterFileError, inspect_master, open_master
-from .layout import DATA_DATASET, DATA_FILE_INFIX, check_compression, frame_images
+from .layout import DATA_DATASET, DATA_FILE_INFIX, check_compression, frame_images, open_dataset
+from .path_map import PATH_MAP_VARIABLE, PathMap
 from .paths import PathTemplates, ReadPathError
 from .tiled_adapter import FramewiseHDF5Adapter
 
@@ -237,10 +239,12 @@ def _outside(path: Path, storage: list[Path]) -> bool:
     return not any(os.path.commonpath([root, path]) == str(root) for root in storage)
 
 
-def check_tiled(catalog: Catalog, data_key: str, run: str | int = -1) -> Iterator[Hop]:
+def check_tiled(catalog: Catalog, data_key: str, run: str | int = -1,
+                path_map: PathMap | None = None) -> Iterator[Hop]:
     """The Tiled hops: the server answers, the run is there, has the frames, points at master
-    files that exist here inside Tiled's readable storage, whose links resolve, and Tiled's
-    frame 0 is the file's."""
+    files that exist here inside Tiled's readable storage, whose links resolve (absolute ones
+    also through ``path_map``, default ``$ID3C_EIGER_PATH_MAP``), and Tiled's frame 0 is the
+    file's."""
     yield Hop("Tiled answers", True, f"{catalog.address} holds {len(catalog.runs)} run(s)")
     try:
         node = find_run(catalog, run)
@@ -276,19 +280,20 @@ def check_tiled(catalog: Catalog, data_key: str, run: str | int = -1) -> Iterato
         return
     where = "inside readable storage" if catalog.readable_storage is not None else "here"
     yield Hop("data source", True, f"{len(masters)} master file(s) {where}: {masters[0]}")
-    hops = list(check_master_file(masters[0]))
+    hops = list(check_master_file(masters[0], path_map))
     yield from hops
     if not all(hop.passed for hop in hops):
         return
     if len(masters) > 1:  # a master per arm (each point of a FileWriter step scan): one line
         for master in masters[1:]:
-            failed = next((hop for hop in check_master_file(master) if not hop.passed), None)
+            failed = next((hop for hop in check_master_file(master, path_map)
+                           if not hop.passed), None)
             if failed is not None:
                 yield Hop(failed.name, False, f"{master.name}: {failed.detail}")
                 return
         yield Hop("other masters", True, f"the run's {len(masters) - 1} other master file(s) "
                   "pass the same checks")
-    yield _compare_frame_0(images, masters[0], embedded=catalog.server is not None)
+    yield _compare_frame_0(images, masters[0], catalog.server is not None, path_map)
 
 
 def check_runs(catalog: Catalog, count: int, detector: str | None = None) -> Iterator[Hop]:
@@ -316,7 +321,8 @@ def check_runs(catalog: Catalog, count: int, detector: str | None = None) -> Ite
                           f"frame 0 is the file's ({len(hops)} hops pass)")
 
 
-def _compare_frame_0(images: Any, master: Path, embedded: bool) -> Hop:
+def _compare_frame_0(images: Any, master: Path, embedded: bool,
+                     path_map: PathMap | None) -> Hop:
     """Tiled's frame 0 against the first master file's frame 0, read here with h5py; for a
     server not embedded here, the read cost of a virtual dataset is named."""
     try:
@@ -327,8 +333,8 @@ def _compare_frame_0(images: Any, master: Path, embedded: bool) -> Hop:
                    "server must read the master and its data files at the recorded paths, "
                    "inside its readable_storage, with hdf5plugin installed; see its error.log")
     with open_master(master) as f:
-        local = frame_images(f[DATA_DATASET], 0)
-        virtual = f[DATA_DATASET].is_virtual
+        data = open_dataset(f, DATA_DATASET, path_map)
+        local, virtual = frame_images(data, 0), data.is_virtual
     if served.shape != local.shape or not np.array_equal(served, local):
         return Hop("Tiled frame 0", False,
                    f"Tiled's frame 0 ({served.shape}) differs from {master}'s frame 0 "
@@ -346,11 +352,13 @@ def _compare_frame_0(images: Any, master: Path, embedded: bool) -> Hop:
                f"Tiled serves frame 0 {served.shape}, equal to {master.name}'s{cost}")
 
 
-def check_master_file(path: str | os.PathLike[str]) -> Iterator[Hop]:
+def check_master_file(path: str | os.PathLike[str],
+                      path_map: PathMap | None = None) -> Iterator[Hop]:
     """The file hops of one master file (opens as a master, links resolve, a frame decodes);
-    stops at the first failure."""
+    stops at the first failure. Absolute link targets are also looked for through
+    ``path_map`` (default ``$ID3C_EIGER_PATH_MAP``)."""
     try:
-        report = inspect_master(path)
+        report = inspect_master(path, path_map)
     except MasterFileError as err:
         yield Hop("master file", False, str(err))
         return
@@ -369,7 +377,11 @@ def check_master_file(path: str | os.PathLike[str]) -> Iterator[Hop]:
             hint = ""
             if link.status == "missing file" and os.path.isabs(target.target):
                 hint = (" The link holds an absolute path, as the writing host saw it: mount the "
-                        "data there, or set HDF5_EXT_PREFIX / HDF5_VDS_PREFIX to where it is here.")
+                        "data there, or map that host's root to where the share is here "
+                        f"({PATH_MAP_VARIABLE}=WRITE_ROOT=READ_ROOT, or the device's "
+                        "write_path_template and read_path_template in the devices file), or "
+                        "set HDF5_EXT_PREFIX / HDF5_VDS_PREFIX to the directory where the files "
+                        "are here.")
             elif link.status == "missing file" and target.kind == "virtual source":
                 hint = (" Readers get zeros, not an error, for the frames of a missing virtual "
                         "source: restore the file before trusting those frames.")
@@ -381,7 +393,7 @@ def check_master_file(path: str | os.PathLike[str]) -> Iterator[Hop]:
               f"{len(report.links)} link(s) resolve and their filters are here")
     try:
         with open_master(path) as master:
-            shape = frame_images(master[DATA_DATASET], 0).shape
+            shape = frame_images(open_dataset(master, DATA_DATASET, path_map), 0).shape
     except (OSError, ValueError, IndexError) as err:
         yield Hop("frame decodes", False,
                   f"frame 0 of {path} cannot be read: {err}. Fix: install hdf5plugin and import "
@@ -430,7 +442,8 @@ def check_chain(
         if tiled_error is not None:
             yield Hop("Tiled answers", False, str(tiled_error))
         elif catalog is not None:
-            yield from check_tiled(catalog, settings.data_key, run)
+            path_map = path_map_of(devices_file) | PathMap.from_environment()
+            yield from check_tiled(catalog, settings.data_key, run, path_map)
 
 
 def _detector_of_run(catalog: Catalog | None, run: str | int,

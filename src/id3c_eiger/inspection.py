@@ -28,6 +28,7 @@ from .layout import (
     link_targets,
     read_metadata,
 )
+from .path_map import PathMap
 
 KEY_METADATA = ("description", "nimages", "ntrigger", "count_time", "frame_time", "photon_energy",
                 "beam_center_x", "beam_center_y", "detector_distance", "bit_depth_image")
@@ -138,8 +139,9 @@ def _compression(dataset: h5py.Dataset) -> str:
     return "+".join(names) or "none"
 
 
-def inspect_master(path: str | os.PathLike[str]) -> MasterReport:
-    """The report of one master file (raises ``MasterFileError`` if it is not one)."""
+def inspect_master(path: str | os.PathLike[str], path_map: PathMap | None = None) -> MasterReport:
+    """The report of one master file (raises ``MasterFileError`` if it is not one); absolute
+    link targets are also looked for through ``path_map`` (default ``$ID3C_EIGER_PATH_MAP``)."""
     report = MasterReport(Path(path))
     with open_master(path) as master:
         def visit(name: str) -> None:
@@ -154,7 +156,7 @@ def inspect_master(path: str | os.PathLike[str]) -> MasterReport:
         report.metadata = {k: v for k, v in read_metadata(master).items() if k in KEY_METADATA}
         report.single_file = is_ndfile(master)
         targets = link_targets(master)
-    report.links = [LinkReport(t, *check_target(path, t)) for t in targets]
+    report.links = [LinkReport(t, *check_target(path, t, path_map)) for t in targets]
     return report
 
 

@@ -149,9 +149,7 @@ class PathTemplates:
         put, so a missing mount is named before the IOC is touched."""
         if self.read is None or self.read == self.write:
             return  # one mount: the IOC may create any of it, checked once it has
-        write, read = (PurePosixPath(with_separator(t)).parts[1:] for t in (self.write, self.read))
-        pairs = zip(reversed(write), reversed(read), strict=False)  # from the end
-        shared = next((n for n, (w, r) in enumerate(pairs) if w != r), min(len(write), len(read)))
+        write, read, shared = self._shared_end()
         if create_directory_depth < 0:
             created = -create_directory_depth
         else:
@@ -167,6 +165,28 @@ class PathTemplates:
                 f"{min(shared, created)} of its last directories. Fix: set read_path_template "
                 "to where this host (and the Tiled server) mounts the IOC's write path, or "
                 "mount it there.")
+
+    def roots(self) -> tuple[str, str] | None:
+        """(write root, read root): the two templates without the directories their ends
+        share, the pair a path map needs (``/detector/eiger2/%Y/%m/%d/`` and
+        ``/gdata/3idc/eiger/%Y/%m/%d/`` -> ``/detector/eiger2``, ``/gdata/3idc/eiger``); None
+        for one mount, or when what is left still holds a strftime field."""
+        if self.read is None or self.read == self.write:
+            return None
+        write, read, shared = self._shared_end()
+        heads = (write[:len(write) - shared], read[:len(read) - shared])
+        if any("%" in part for head in heads for part in head):
+            return None
+        write_root, read_root = (str(PurePosixPath("/", *head)) for head in heads)
+        return write_root, read_root
+
+    def _shared_end(self) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+        """Both templates' components below ``/``, and how many at their ends are the same."""
+        write, read = (PurePosixPath(with_separator(t)).parts[1:]
+                       for t in (self.write, self.read or self.write))
+        pairs = zip(reversed(write), reversed(read), strict=False)  # from the end
+        shared = next((n for n, (w, r) in enumerate(pairs) if w != r), min(len(write), len(read)))
+        return write, read, shared
 
     def expand(self, when: datetime | None = None) -> ExpandedPaths:
         """Both templates expanded for ``when`` (default now), each with a trailing ``/``."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from .geometry import flagged_value
 from .inspection import check_frames_readable, open_master
-from .layout import DATA_DATASET, frame_images, read_metadata
+from .layout import DATA_DATASET, frame_images, open_dataset, read_metadata
 
 MASK_COLOUR = (1.0, 0.0, 1.0)  # magenta: masked, gap and flagged pixels
 OVER_COLOUR = (1.0, 1.0, 1.0)  # white: counts above --vmax
@@ -57,11 +57,11 @@ def _summed(stack: np.ndarray, flagged: int, mask: np.ndarray | None, chosen: ra
 
 def frame_from_master(path: str | os.PathLike[str], frames: int | range = 0) -> FrameImage:
     """Frame ``frames`` (or their sum) of a master file, masked by its pixel_mask and by the
-    flagged value of its bit depth."""
+    flagged value of its bit depth (absolute link targets also through ``$ID3C_EIGER_PATH_MAP``)."""
     with open_master(path) as master:
         check_frames_readable(path, master)
         metadata = read_metadata(master)
-        data = master[DATA_DATASET]
+        data = open_dataset(master, DATA_DATASET)
         chosen = _frame_range(frames, data.shape[0], str(path))
         stack = frame_images(data, slice(chosen.start, chosen.stop))
     bits = int(metadata.get("bit_depth_image", stack.dtype.itemsize * 8))

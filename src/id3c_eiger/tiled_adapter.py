@@ -26,10 +26,11 @@ separated by ``:``), since a Tiled adapter is not told the server's storage::
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,13 @@ import hdf5plugin  # noqa: F401  (the server decodes bitshuffle/LZ4 frames)
 import numpy as np
 from starlette.exceptions import HTTPException
 from starlette.status import HTTP_403_FORBIDDEN, HTTP_404_NOT_FOUND
-from tiled.adapters.hdf5 import SWMR_DEFAULT, HDF5Adapter, HDF5ArrayAdapter, h5open
+from tiled.adapters.hdf5 import SWMR_DEFAULT, HDF5Adapter, HDF5ArrayAdapter
+from tiled.ndslice import NDSlice
 from tiled.structures.core import StructureFamily
-from tiled.utils import BrokenLink
+from tiled.utils import BrokenLink, path_from_uri
 
-from .layout import LinkTarget, link_targets, resolve_target
+from .layout import LinkTarget, link_targets, open_dataset, resolve_target
+from .path_map import PATH_MAP_VARIABLE, PathMap
 
 HDF5_MIMETYPE = "application/x-hdf5"
 READABLE_STORAGE_VARIABLE = "ID3C_EIGER_READABLE_STORAGE"
@@ -66,17 +69,24 @@ class MissingTarget:
 
     def __str__(self) -> str:
         zeros = ": its frames would read as zeros" if self.target.kind == "virtual source" else ""
+        fix = ("mount the data files on the Tiled host where the master says they are, or "
+               "set HDF5_EXT_PREFIX / HDF5_VDS_PREFIX in the server's environment to where they "
+               "are")
+        if Path(self.target.target).is_absolute():
+            fix = (f"set {PATH_MAP_VARIABLE}=WRITE_ROOT=READ_ROOT in the server's environment "
+                   "(the writing host's root of that path, and where the share is on the Tiled "
+                   "host; id3c-eiger tiled-config writes it from the devices file), or " + fix)
         return (f"{self.target.kind} {self.target.link} -> {self.target.target!r} (as written) "
-                f"resolves on this server to {self.resolved}, which does not exist{zeros}. Fix: "
-                "mount the data files on the Tiled host where the master says they are, or set "
-                "HDF5_EXT_PREFIX / HDF5_VDS_PREFIX in the server's environment to where they are")
+                f"resolves on this server to {self.resolved}, which does not exist{zeros}. "
+                f"Fix: {fix}")
 
 
-def check_confined(master: str | Path, roots: Iterable[str | Path]) -> list[MissingTarget]:
+def check_confined(master: str | Path, roots: Iterable[str | Path],
+                   path_map: PathMap | None = None) -> list[MissingTarget]:
     """Refuse (``OutsideReadableStorage``) a master, or any external-link target or virtual
-    source it reaches, whose real path (``..`` and symlinks resolved) is outside ``roots``, or
-    which is not a regular file (a FIFO or device would block the server). Returns the targets
-    that do not exist here."""
+    source it reaches (absolute ones through ``path_map``), whose real path (``..`` and symlinks
+    resolved) is outside ``roots``, or which is not a regular file (a FIFO or device would block
+    the server). Returns the targets that do not exist here."""
     real_roots = [Path(os.path.realpath(root)) for root in roots]
     shown = ", ".join(f"{root}/" for root in real_roots) or "(none)"
     seen: set[Path] = set()
@@ -87,6 +97,9 @@ def check_confined(master: str | Path, roots: Iterable[str | Path]) -> list[Miss
         if real in seen:
             return
         seen.add(real)
+        if target is not None and not real.exists():  # nothing there to leak: missing
+            missing.append(MissingTarget(target, path))
+            return
         if not any(real == root or real.is_relative_to(root) for root in real_roots):
             raise OutsideReadableStorage(
                 f"refusing to read {what} {path}" + (f" (really {real})" if real != path else "")
@@ -95,9 +108,7 @@ def check_confined(master: str | Path, roots: Iterable[str | Path]) -> list[Miss
                 "directory to it (and to $" + READABLE_STORAGE_VARIABLE + ")")
         try:
             mode = real.stat().st_mode
-        except FileNotFoundError:  # not a leak: an error, or a VDS's fill value, if read
-            if target is not None:
-                missing.append(MissingTarget(target, path))
+        except FileNotFoundError:  # the master, gone since registered: Tiled names it
             return
         if not stat.S_ISREG(mode):
             raise OutsideReadableStorage(f"refusing to read {what} {path}: not a regular file")
@@ -106,7 +117,7 @@ def check_confined(master: str | Path, roots: Iterable[str | Path]) -> list[Miss
         with h5py.File(real, "r", swmr=True) as f:
             targets = link_targets(f)
         for target in targets:
-            check(resolve_target(path, target.target, target.kind),
+            check(resolve_target(path, target.target, target.kind, path_map),
                   f"{target.kind} {target.link} of {path}", depth + 1, target)
 
     check(Path(master), "master file", 1)
@@ -114,7 +125,7 @@ def check_confined(master: str | Path, roots: Iterable[str | Path]) -> list[Miss
 
 
 def _lost_sources(by_file: list[tuple[Path, list[MissingTarget]]], dataset: str,
-                  structure: Any) -> list[MissingTarget]:
+                  structure: Any, path_map: PathMap) -> list[MissingTarget]:
     """The missing virtual sources that hold frames the run recorded. A DECTRIS master, written
     at arm, names a source for every frame the arm asked; a series stopped early never makes the
     last ones, which is no loss. (An external link may also name a data file a moment before it
@@ -128,7 +139,7 @@ def _lost_sources(by_file: list[tuple[Path, list[MissingTarget]]], dataset: str,
         lost += [m for m in missing if m.target.kind == "virtual source"
                  and offset + m.target.first_frame < recorded]
         with contextlib.suppress(OSError, KeyError), h5py.File(path, "r", swmr=True) as f:
-            offset += f[dataset].shape[0] if dataset in f else 0
+            offset += open_dataset(f, dataset, path_map).shape[0] if dataset in f else 0
     return lost
 
 
@@ -137,50 +148,91 @@ def _storage_from_environment() -> tuple[Path, ...]:
     return tuple(Path(item) for item in value.split(os.pathsep) if item)
 
 
-class _VirtualFrames:
-    """A virtual dataset as dask sees an array: shape and dtype, read by slices on demand."""
+@contextlib.contextmanager
+def _open(path: str | Path, dataset: str | None, path_map: PathMap,
+          **options: Any) -> Iterator[Any]:
+    """Tiled's ``h5open`` with the server's path map applied to the dataset's link targets: a
+    broken link raises Tiled's ``BrokenLink``, as there."""
+    with h5py.File(path, "r", **options) as file:
+        try:
+            node = open_dataset(file, dataset, path_map) if dataset else file
+        except KeyError as err:
+            if "file" in str(err) or "component not found" in str(err):
+                raise BrokenLink(err.args[0]) from err
+            raise
+        yield node
 
-    def __init__(self, path: str | Path, dataset: str | None, shape: tuple[int, ...],
-                 dtype: Any, open_options: dict[str, Any]) -> None:
-        self.path, self.dataset, self.open_options = path, dataset, open_options
-        self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
+
+class _Frames:
+    """A dataset of frames as dask sees an array: shape, dtype and chunks, read by slices on
+    demand through ``_open``. A virtual dataset, which has no chunks, gets one block a frame
+    (Tiled's one block for all its frames read the whole series for each frame)."""
+
+    def __init__(self, path: str | Path, dataset: str | None, path_map: PathMap,
+                 ds: h5py.Dataset, options: dict[str, Any]) -> None:
+        self.path, self.dataset, self.path_map, self.options = path, dataset, path_map, options
+        self.shape, self.dtype, self.ndim = ds.shape, ds.dtype, ds.ndim
+        self.chunks = (1, *ds.shape[1:]) if ds.is_virtual else ds.chunks or ds.shape
 
     @classmethod
-    def of(cls, path: str | Path, dataset: str | None, **open_options: Any) -> _VirtualFrames | None:
-        """The frames of ``dataset`` if it is a virtual dataset with frames, else None; one open."""
-        with h5open(path, dataset, **open_options) as ds:
-            if not (isinstance(ds, h5py.Dataset) and ds.is_virtual and ds.ndim and ds.shape[0]):
+    def of(cls, path: str | Path, dataset: str | None, path_map: PathMap,
+           **options: Any) -> _Frames | None:
+        """The frames of ``dataset`` if it is an array of frames, else None (a scalar, an empty
+        or an object-typed dataset: Tiled's own path serves those); one open."""
+        with _open(path, dataset, path_map, **options) as ds:
+            if not (isinstance(ds, h5py.Dataset) and ds.ndim and ds.shape[0]
+                    and ds.dtype != np.dtype("O")):
                 return None
-            return cls(path, dataset, ds.shape, ds.dtype, open_options)
+            return cls(path, dataset, path_map, ds, options)
 
     def __getitem__(self, index: Any) -> Any:
-        with h5open(self.path, self.dataset, **self.open_options) as ds:
+        with _open(self.path, self.dataset, self.path_map, **self.options) as ds:
             return ds[index]
 
 
 class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
     """Tiled's HDF5 array adapter, with virtual datasets split one frame (leading index) a block,
-    and the frames a request asks for read straight from the files."""
+    the frames a request asks for read straight from the files, and absolute link targets found
+    through the server's path map."""
 
     _files: tuple[str, ...] = ()  # the assets' files, in the order their frames are stacked
     _open_options: dict[str, Any] = {}
     _dataset: str | None = None
+    _path_map = PathMap()
 
     @classmethod
-    def from_catalog(cls, data_source: Any, node: Any, /, **kwargs: Any) -> HDF5ArrayAdapter:
-        """As Tiled's, serving only the frames the run recorded: a DECTRIS master, written at
-        arm, reaches every frame the arm asked, and a series stopped early holds fewer."""
-        adapter = super().from_catalog(data_source, node, **kwargs)
-        array, shape = adapter._array, tuple(data_source.structure.shape)
+    def from_catalog(cls, data_source: Any, node: Any, /, dataset: str | None = None,
+                     slice: Any = None, squeeze: bool = False, path_map: PathMap | None = None,
+                     **options: Any) -> HDF5ArrayAdapter:
+        """As Tiled's, opening the files through ``path_map`` (default
+        ``$ID3C_EIGER_PATH_MAP``), and serving only the frames the run recorded: a DECTRIS
+        master, written at arm, reaches every frame the arm asked, and a series stopped early
+        holds fewer."""
+        path_map = PathMap.from_environment() if path_map is None else path_map
+        options = {"swmr": SWMR_DEFAULT, "libver": "latest", "locking": None, **options}
+        structure = data_source.structure
+        uris = [a.data_uri for a in data_source.assets if a.parameter == "data_uris"]
+        files = [path_from_uri(uri) for uri in uris or [data_source.assets[0].data_uri]]
+        array = cls.lazy_load_hdf5_array(*files, dataset=dataset, path_map=path_map, **options)
+        shape = tuple(structure.shape)
         if array.ndim == len(shape) and array.shape[1:] == shape[1:] and array.shape[0] > shape[0]:
-            adapter._array = array[: shape[0]]
-        if not kwargs.get("slice") and not kwargs.get("squeeze"):  # files = array: direct reads
-            uris = [a.data_uri for a in data_source.assets if a.parameter == "data_uris"]
-            adapter._files = tuple(unquote(urlparse(u).path) for u in uris or
-                                   [data_source.assets[0].data_uri])
-            adapter._dataset = kwargs.get("dataset")
-            adapter._open_options = {k: kwargs[k] for k in ("swmr", "libver", "locking")
-                                     if k in kwargs}
+            array = array[: shape[0]]
+        if slice:
+            array = array[NDSlice.from_numpy_str(slice) if isinstance(slice, str) else slice]
+        if squeeze:
+            array = array.squeeze()
+        if array.dtype != structure.data_type.to_numpy_dtype():
+            raise ValueError(f"Data type mismatch between array data and structure: "
+                             f"{array.dtype} != {structure.data_type.to_numpy_dtype()}")
+        metadata = copy.deepcopy(node.metadata_)
+        with _open(files[0], dataset, path_map, **options) as ds:
+            metadata.update({k: v.decode() if isinstance(v, bytes) else v
+                             for k, v in getattr(ds, "attrs", {}).items()})
+        adapter = cls(array, structure, metadata=metadata, specs=node.specs)
+        if not slice and not squeeze:  # the files are the array: direct reads
+            adapter._files = tuple(str(f) for f in files)
+            adapter._dataset, adapter._path_map = dataset, path_map
+            adapter._open_options = options
         return adapter
 
     def read(self, slice: Any = ...) -> Any:
@@ -218,7 +270,7 @@ class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
         for path in self._files:
             if start >= stop:
                 break
-            with h5open(path, self._dataset, **self._open_options) as ds:
+            with _open(path, self._dataset, self._path_map, **self._open_options) as ds:
                 n = ds.shape[0]
                 if start + n > first:
                     parts.append(ds[max(first - start, 0): min(stop - start, n)])
@@ -232,14 +284,17 @@ class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
         swmr: bool = SWMR_DEFAULT,
         libver: str = "latest",
         locking: bool | str | None = None,
+        path_map: PathMap | None = None,
     ) -> dask.array.Array:
+        """The files' frames as one dask array (Tiled's signature, plus the path map)."""
+        path_map = PathMap.from_environment() if path_map is None else path_map
         options = {"swmr": swmr, "libver": libver, "locking": locking}
         arrays = []
         for path in file_paths:
-            frames = _VirtualFrames.of(path, dataset, **options)
+            frames = _Frames.of(path, dataset, path_map, **options)
             if frames is not None:
-                arrays.append(dask.array.from_array(frames, chunks=(1, *frames.shape[1:]),
-                                                    asarray=True, lock=False))
+                arrays.append(dask.array.from_array(frames, chunks=frames.chunks, asarray=True,
+                                                    lock=False))
             else:
                 arrays.append(HDF5ArrayAdapter.lazy_load_hdf5_array(path, dataset=dataset,
                                                                     **options))
@@ -247,19 +302,26 @@ class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
 
 
 class FramewiseHDF5Adapter(HDF5Adapter):
-    """Tiled's HDF5 adapter, serving arrays through ``FramewiseHDF5ArrayAdapter`` and reading
-    nothing outside ``readable_storage`` (this class's, or ``$ID3C_EIGER_READABLE_STORAGE``)."""
+    """Tiled's HDF5 adapter, serving arrays through ``FramewiseHDF5ArrayAdapter``, reading
+    nothing outside ``readable_storage`` (this class's, or ``$ID3C_EIGER_READABLE_STORAGE``) and
+    finding absolute link targets through ``path_map`` (this class's, or
+    ``$ID3C_EIGER_PATH_MAP``)."""
 
     readable_storage: tuple[Path, ...] = ()
+    path_map: PathMap | None = None
 
     @classmethod
-    def confined_to(cls, roots: Iterable[str | Path]) -> type[FramewiseHDF5Adapter]:
-        """This adapter reading only under ``roots`` (what the embedded server uses)."""
-        return type(cls.__name__, (cls,), {"readable_storage": tuple(Path(r) for r in roots)})
+    def configured(cls, roots: Iterable[str | Path],
+                   path_map: PathMap | None = None) -> type[FramewiseHDF5Adapter]:
+        """This adapter reading only under ``roots``, with ``path_map`` if given (what the
+        embedded server uses; a deployed one takes both from its environment)."""
+        return type(cls.__name__, (cls,), {"readable_storage": tuple(Path(r) for r in roots),
+                                           "path_map": path_map})
 
     @classmethod
     def from_catalog(cls, data_source: Any, node: Any, /, dataset: str | list[str] = "/",
                      **kwargs: Any) -> Any:
+        path_map = PathMap.from_environment() if cls.path_map is None else cls.path_map
         roots = cls.readable_storage or _storage_from_environment()
         if not roots:
             raise OutsideReadableStorage(
@@ -277,17 +339,17 @@ class FramewiseHDF5Adapter(HDF5Adapter):
             if parsed.scheme == "file":
                 path = Path(unquote(parsed.path))
                 try:
-                    by_file.append((path, check_confined(path, roots)))
+                    by_file.append((path, check_confined(path, roots, path_map)))
                 except OutsideReadableStorage as err:
                     raise HTTPException(HTTP_403_FORBIDDEN, f"{err}") from err
                 missing += by_file[-1][1]
-        lost = _lost_sources(by_file, dataset, data_source.structure) if missing else []
+        lost = _lost_sources(by_file, dataset, data_source.structure, path_map) if missing else []
         if lost:
             raise HTTPException(HTTP_404_NOT_FOUND, "; ".join(map(str, lost)))
         try:
             if data_source.structure_family == StructureFamily.array:
-                return FramewiseHDF5ArrayAdapter.from_catalog(data_source, node, dataset=dataset,
-                                                              **kwargs)
+                return FramewiseHDF5ArrayAdapter.from_catalog(
+                    data_source, node, dataset=dataset, path_map=path_map, **kwargs)
             return HDF5Adapter.from_catalog(data_source, node, dataset=dataset, **kwargs)
         except (BrokenLink, KeyError, OSError) as err:  # tiled's BrokenLink: a dangling link
             if missing:

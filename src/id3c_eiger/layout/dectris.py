@@ -30,6 +30,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..path_map import PathMap
 from ..records import records_for
 
 DATA_GROUP = "/entry/data"
@@ -450,23 +451,59 @@ PREFIX_VARIABLES = {"external link": "HDF5_EXT_PREFIX", "virtual source": "HDF5_
 
 
 def resolve_target(master_path: str | os.PathLike[str], target: str,
-                   kind: str = "external link") -> Path:
-    """Where libhdf5 opens a link or VDS source ``target`` of ``master_path``: as written if
-    absolute and present; else the target (an absolute one by its file name) under each
-    directory of ``HDF5_EXT_PREFIX`` (links) or ``HDF5_VDS_PREFIX`` (sources), ``${ORIGIN}``
-    standing for the master's directory; else beside the master. If no candidate exists, the
-    place it would be by default (as written, or beside the master)."""
+                   kind: str = "external link", path_map: PathMap | None = None) -> Path:
+    """Where a link or VDS source ``target`` of ``master_path`` is read here, in libhdf5's order
+    with ``open_dataset``'s prefix: as written if absolute and present; else the target (an
+    absolute one by its file name) under each directory of ``HDF5_EXT_PREFIX`` (links) or
+    ``HDF5_VDS_PREFIX`` (sources), ``${ORIGIN}`` standing for the master's directory; else where
+    ``path_map`` (default ``$ID3C_EIGER_PATH_MAP``) puts an absolute target; else beside the
+    master. If no candidate exists, where it would be (mapped, as written, or beside the
+    master)."""
     path = Path(target)
     origin = Path(master_path).parent
-    default = path if path.is_absolute() else origin / path
+    mapped = _mapped(path, path_map)
+    default = mapped or (path if path.is_absolute() else origin / path)
     if path.is_absolute() and path.exists():
         return path
     name = Path(path.name) if path.is_absolute() else path
     prefixes = os.environ.get(PREFIX_VARIABLES[kind], "")
     candidates = [Path(prefix.replace("${ORIGIN}", str(origin))) / name
                   for prefix in prefixes.split(":") if prefix]
+    candidates += [mapped] if mapped else []
     candidates.append(origin / name)
     return next((candidate for candidate in candidates if candidate.exists()), default)
+
+
+def _mapped(target: Path, path_map: PathMap | None) -> Path | None:
+    if not target.is_absolute():
+        return None
+    return (PathMap.from_environment() if path_map is None else path_map).map(target)
+
+
+def open_dataset(file: h5py.File, name: str, path_map: PathMap | None = None) -> h5py.Dataset:
+    """``file[name]``, with the targets of an external link or virtual dataset also looked for
+    where ``path_map`` (default ``$ID3C_EIGER_PATH_MAP``) puts them. libhdf5 joins a prefix
+    with a target's file name, so the prefix is the mapped targets' one directory (a series'
+    data files lie together); given per open, it leaves the process's environment alone."""
+    link = file.get(name, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        targets = [link.filename]
+    elif isinstance(link, h5py.HardLink) and getattr(file.get(name), "is_virtual", False):
+        targets = [source.file_name for source in file[name].virtual_sources()]
+    else:
+        return file[name]
+    directories = {mapped.parent for target in targets
+                   if (mapped := _mapped(Path(target), path_map)) is not None}
+    if len(directories) != 1:
+        return file[name]
+    prefix = str(directories.pop()).encode()
+    if isinstance(link, h5py.ExternalLink):
+        access = h5py.h5p.create(h5py.h5p.LINK_ACCESS)
+        access.set_elink_prefix(prefix)
+        return h5py.Dataset(h5py.h5o.open(file.id, name.encode(), lapl=access))
+    access = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+    access.set_virtual_prefix(prefix)
+    return h5py.Dataset(h5py.h5d.open(file.id, name.encode(), dapl=access))
 
 
 @dataclass(frozen=True)
@@ -538,10 +575,11 @@ def check_file(path: str | os.PathLike[str]) -> None:
                 "Copy it again from where the IOC wrote it") from None
 
 
-def check_target(master_path: str | os.PathLike[str], target: LinkTarget) -> tuple[str, str]:
+def check_target(master_path: str | os.PathLike[str], target: LinkTarget,
+                 path_map: PathMap | None = None) -> tuple[str, str]:
     """(status, detail) of one link target here: status is OK, missing file, not readable,
     missing dataset, filter unavailable or cannot open; detail says where and why."""
-    resolved = resolve_target(master_path, target.target, target.kind)
+    resolved = resolve_target(master_path, target.target, target.kind, path_map)
     if not resolved.exists():
         return "missing file", f"file does not exist: {resolved}"
     try:
@@ -563,7 +601,8 @@ def check_target(master_path: str | os.PathLike[str], target: LinkTarget) -> tup
     return "OK", str(resolved)
 
 
-def unresolved_links(master_path: str | os.PathLike[str], dataset: str = DATA_DATASET) -> list[LinkProblem]:
+def unresolved_links(master_path: str | os.PathLike[str], dataset: str = DATA_DATASET,
+                     path_map: PathMap | None = None) -> list[LinkProblem]:
     """Every link (external link or VDS source) of the master's frame data that does not
     resolve here; empty when all frames are reachable. Raises OSError if the master won't open."""
     with h5py.File(master_path, "r", swmr=True) as master:
@@ -572,7 +611,7 @@ def unresolved_links(master_path: str | os.PathLike[str], dataset: str = DATA_DA
         targets = link_targets(master)
     problems = []
     for target in targets:
-        status, detail = check_target(master_path, target)
+        status, detail = check_target(master_path, target, path_map)
         if status != "OK":
             problems.append(LinkProblem(target.link, target.target, detail))
     return problems
