@@ -17,7 +17,7 @@ import yaml
 
 from helpers import ASYNC, CLASSIC, Sim, expected_frames, load_eiger2
 from id3c_eiger.catalog import master_files
-from id3c_eiger.deploy import server_environment
+from id3c_eiger.deploy import path_map_of
 from id3c_eiger.doctor import check_chain
 from id3c_eiger.inspection import inspect_master
 from id3c_eiger.layout import link_targets
@@ -115,10 +115,10 @@ def test_absolute_links_as_the_ioc_wrote_them_read_through_the_generated_path_ma
     hops = list(check_chain(devices, catalog=catalog, run=uid))  # the devices file maps here
     assert [h.name for h in hops if not h.passed] == ["Tiled frame 0"], [str(h) for h in hops]
     assert PATH_MAP_VARIABLE in hops[-1].detail
-    # The fix: the server's environment as tiled-config generates it from the devices file.
-    environment = server_environment(devices)
-    assert environment[PATH_MAP_VARIABLE] == f"{IOC_VIEW}={share}"
-    monkeypatch.setenv(PATH_MAP_VARIABLE, environment[PATH_MAP_VARIABLE])
+    # The fix: the map tiled-config generates from the devices file, in the server's environment.
+    generated = path_map_of(devices)
+    assert str(generated) == f"{IOC_VIEW}={share}"
+    monkeypatch.setenv(PATH_MAP_VARIABLE, str(generated))
     np.testing.assert_array_equal(catalog.runs[uid].primary["eiger2_image"][0], kept)
     hops = list(check_chain(devices, catalog=catalog, run=uid))
     assert all(hop.passed for hop in hops), [str(h) for h in hops if not h.passed]

@@ -33,7 +33,7 @@ from id3c_eiger.catalog import (
     master_files,
     open_catalog,
 )
-from id3c_eiger.deploy import API_KEY_VARIABLE, server_environment
+from id3c_eiger.deploy import API_KEY_VARIABLE, TREE
 from id3c_eiger.doctor import check_chain
 
 API_KEY = "deploy3idc"
@@ -95,12 +95,11 @@ class PostgresServer:
 class TiledService:
     """``tiled serve config`` with the generated configuration, as the systemd unit runs it."""
 
-    def __init__(self, config: Path, devices: Path) -> None:
+    def __init__(self, config: Path) -> None:
         self.config = config
         content = yaml.safe_load(config.read_text())
         self.uri = f"http://127.0.0.1:{content['uvicorn']['port']}"
-        self.environment = {**os.environ, API_KEY_VARIABLE: API_KEY,
-                            **server_environment(devices)}
+        self.environment = {**os.environ, API_KEY_VARIABLE: API_KEY}
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -134,7 +133,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, data_root: Path, ioc):
                          "--port", str(_free_port()), "--output", str(config),
                          "--systemd", str(base / "tiled.service")]) == 0
         (base / "tiled" / "writable").mkdir()
-        tiled = TiledService(config, devices)
+        tiled = TiledService(config)
         tiled.start()
         yield postgres, tiled, devices
     finally:
@@ -143,14 +142,16 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, data_root: Path, ioc):
         postgres.remove()
 
 
-def _count(tiled: TiledService, sim: Sim, tmp_path: Path, points: int) -> tuple[Catalog, str]:
-    """A classic count through the FileWriter, written to the deployed server: (catalog, uid)."""
+def _count(tiled: TiledService, sim: Sim, tmp_path: Path, points: int,
+           read: str | None = None) -> tuple[Catalog, str]:
+    """A classic count through the FileWriter, written to the deployed server (recorded by the
+    ``read`` template if given): (catalog, uid)."""
     from bluesky import RunEngine
 
     catalog = open_catalog(tiled.uri, api_key=API_KEY)
     RE = RunEngine({}, call_returns_result=False)
     catalog.subscribe(RE, spool_directory=tmp_path / "spool")
-    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/%Y/%m/%d/",
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/%Y/%m/%d/", read,
                          file_source="file_writer")
     (uid,) = RE(bp.count([eiger2], num=points))
     return catalog, uid
@@ -164,7 +165,7 @@ def test_the_generated_configuration_serves_runs_from_postgresql(deployment, sim
     assert args["uri"] == postgres.uri and args["init_if_not_exists"] is True
     assert args["writable_storage"][1] == postgres.uri  # tables in SQL, arrays in a directory
     unit = (tiled.config.parent.parent / "tiled.service").read_text()
-    assert f"serve config {tiled.config}" in unit and "ID3C_EIGER_READABLE_STORAGE=" in unit
+    assert f"serve config {tiled.config}" in unit and config["trees"][0]["tree"] == TREE
     catalog, uid = _count(tiled, sim, tmp_path, 3)
     images = catalog.runs[uid].primary["eiger2_image"]
     masters = master_files(images)  # a series per point
@@ -240,6 +241,27 @@ def test_the_doctor_names_key_database_and_server_each_and_runs_survive_restarts
         np.testing.assert_array_equal(catalog.runs[uid].primary["eiger2_image"][1], before)
 
 
+def test_a_run_recorded_outside_the_servers_storage_is_refused_named_at_once(
+        deployment, sim: Sim, tmp_path: Path) -> None:
+    """The read path is a second mount of the share that the server was not configured with:
+    the server answers 403 naming the file and the fix (Tiled's own check is a bare 500 that
+    its client retries for ~25 s), and the doctor shows it at the frame-0 hop."""
+    _, tiled, _ = deployment
+    mount = tmp_path / "unlisted-mount"
+    mount.symlink_to(sim.directory, target_is_directory=True)
+    catalog, uid = _count(tiled, sim, tmp_path, 1, f"{mount}/%Y/%m/%d/")
+    started = time.monotonic()
+    with pytest.raises(Exception, match="403") as refused:
+        catalog.runs[uid].primary["eiger2_image"][0]
+    assert time.monotonic() - started < 20, "retried like a 500, not refused as a 403"
+    assert str(mount) in str(refused.value) and "readable_storage" in str(refused.value)
+    catalog.close()
+    hops = list(check_chain(tmp_path / "devices.yml", tiled_uri=tiled.uri, api_key=API_KEY))
+    failed = [hop for hop in hops if not hop.passed]
+    assert [hop.name for hop in failed] == ["Tiled frame 0"], [str(h) for h in hops]
+    assert "403" in failed[0].detail and "readable_storage" in failed[0].detail
+
+
 def test_tiled_config_names_each_value_it_cannot_serve(tmp_path: Path, capsys) -> None:
     devices = tmp_path / "devices.yml"
     devices.write_text(yaml.safe_dump({CLASSIC: [{
@@ -256,6 +278,7 @@ def test_tiled_config_names_each_value_it_cannot_serve(tmp_path: Path, capsys) -
     assert cli.main([*argv, "--database", "postgresql://t@h/db"]) == 0
     args = yaml.safe_load((tmp_path / "c.yml").read_text())["trees"][0]["args"]
     assert args["readable_storage"] == ["/gdata/3idc/eiger"]  # the read root, not the write one
+    assert args["path_map"] == {"/detector": "/gdata/3idc"}  # the IOC's root to the read root
     devices.write_text(yaml.safe_dump({CLASSIC: [{
         "name": "eiger2", "prefix": "X:", "write_path_template": "%Y/data/"}]}))
     assert cli.main([*argv, "--database", "postgresql://t@h/db"]) == cli.EXIT_ERROR

@@ -132,7 +132,7 @@ def _version() -> str:
 
 
 def _tiled_config(args: argparse.Namespace) -> int:
-    from .deploy import API_KEY_VARIABLE, config_text, server_environment, systemd_unit, tiled_config
+    from .deploy import API_KEY_VARIABLE, config_text, systemd_unit, tiled_config
 
     port = {} if args.port is None else {"port": args.port}
     config = tiled_config(args.devices, args.database, args.writable, tables=args.tables,
@@ -140,11 +140,9 @@ def _tiled_config(args: argparse.Namespace) -> int:
     output = Path(args.output)
     output.write_text(config_text(config))
     print(f"wrote {output}; start the server with:")
-    server = server_environment(args.devices)
-    environment = " ".join(f"{k}={v}" for k, v in server.items())
-    print(f"  {API_KEY_VARIABLE}=<alphanumeric key> {environment} tiled serve config {output}")
+    print(f"  {API_KEY_VARIABLE}=<alphanumeric key> tiled serve config {output}")
     if args.systemd:
-        Path(args.systemd).write_text(systemd_unit(output.resolve(), server))
+        Path(args.systemd).write_text(systemd_unit(output.resolve()))
         print(f"wrote {args.systemd}: install it in /etc/systemd/system, put "
               f"{API_KEY_VARIABLE}=<key> in /etc/tiled/api-key.env (mode 600), then "
               "systemctl enable --now tiled")

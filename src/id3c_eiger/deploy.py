@@ -4,10 +4,9 @@ devices file, and the systemd unit that runs it.
 The configuration holds a PostgreSQL catalog created on first start (``init_if_not_exists``),
 writable storage as a directory plus SQL (what TiledWriter needs to create a run's arrays),
 readable storage = the detectors' read roots (where their files show on the Tiled host), the
-framewise adapter, and a single-user API key taken from the server's environment. The adapter
-reads its storage from ``ID3C_EIGER_READABLE_STORAGE``, which the unit sets to the same roots,
-and, where an IOC sees the share at another path, the map from its roots to the read roots
-from ``ID3C_EIGER_PATH_MAP``.
+framewise adapter with the same storage and, where an IOC sees the share at another path, the
+map from its roots to the read roots (the tree is ``tiled_adapter.framewise_catalog``, which
+hands both to the adapter), and a single-user API key taken from the server's environment.
 """
 
 from __future__ import annotations
@@ -20,12 +19,12 @@ from typing import Any
 import yaml
 
 from .config import check_devices_file, find_devices_file
-from .path_map import PATH_MAP_VARIABLE, PathMap
+from .path_map import PathMap
 from .paths import PathTemplates
-from .tiled_adapter import HDF5_MIMETYPE, READABLE_STORAGE_VARIABLE, FramewiseHDF5Adapter
+from .tiled_adapter import framewise_catalog
 
 API_KEY_VARIABLE = "TILED_SINGLE_USER_API_KEY"
-ADAPTER = f"{FramewiseHDF5Adapter.__module__}:{FramewiseHDF5Adapter.__qualname__}"  # importable
+TREE = f"{framewise_catalog.__module__}:{framewise_catalog.__qualname__}"  # importable
 DEFAULT_PORT = 8000
 
 
@@ -97,20 +96,18 @@ def tiled_config(devices_file: str | os.PathLike[str] | None, database: str,
     if not Path(writable_directory).is_absolute():
         raise DeployConfigError(f"writable directory {writable_directory!s} must be absolute, as "
                                 "the server resolves it (e.g. /var/lib/tiled/data)")
+    args = {
+        "uri": database,
+        "init_if_not_exists": True,
+        "writable_storage": [str(writable_directory), tables],
+        "readable_storage": readable_roots(devices_file),
+    }
+    if path_map := path_map_of(devices_file):
+        args["path_map"] = {str(write): str(read) for write, read in path_map.pairs}
     return {
         "authentication": {"single_user_api_key": f"${{{API_KEY_VARIABLE}}}",
                            "allow_anonymous_access": False},
-        "trees": [{
-            "path": "/",
-            "tree": "catalog",
-            "args": {
-                "uri": database,
-                "init_if_not_exists": True,
-                "writable_storage": [str(writable_directory), tables],
-                "readable_storage": readable_roots(devices_file),
-                "adapters_by_mimetype": {HDF5_MIMETYPE: ADAPTER},
-            },
-        }],
+        "trees": [{"path": "/", "tree": TREE, "args": args}],
         "uvicorn": {"host": host, "port": port},
     }
 
@@ -121,24 +118,10 @@ def config_text(config: dict[str, Any]) -> str:
         yaml.safe_dump(config, sort_keys=False)
 
 
-def server_environment(devices_file: str | os.PathLike[str] | None) -> dict[str, str]:
-    """The variables the server process needs besides the API key: the adapter's storage (the
-    configuration's readable_storage) and, where a device's IOC sees the share elsewhere, the
-    path map for absolute link targets."""
-    devices_file = find_devices_file(devices_file)
-    environment = {READABLE_STORAGE_VARIABLE: os.pathsep.join(readable_roots(devices_file))}
-    if path_map := path_map_of(devices_file):
-        environment[PATH_MAP_VARIABLE] = str(path_map)
-    return environment
-
-
-def systemd_unit(config_path: str | os.PathLike[str], server: dict[str, str],
-                 tiled: str = "/opt/tiled/bin/tiled", user: str = "tiled",
-                 environment_file: str = "/etc/tiled/api-key.env") -> str:
-    """A systemd service running ``tiled serve config`` as ``user`` with the ``server``
-    environment (``server_environment``); the API key is read from ``environment_file`` (one
-    line ``TILED_SINGLE_USER_API_KEY=...``, mode 600)."""
-    environment = "\n".join(f'Environment="{key}={value}"' for key, value in server.items())
+def systemd_unit(config_path: str | os.PathLike[str], tiled: str = "/opt/tiled/bin/tiled",
+                 user: str = "tiled", environment_file: str = "/etc/tiled/api-key.env") -> str:
+    """A systemd service running ``tiled serve config`` as ``user``; the API key is read from
+    ``environment_file`` (one line ``TILED_SINGLE_USER_API_KEY=...``, mode 600)."""
     return f"""[Unit]
 Description=Tiled server of 3-ID-C (EIGER2 runs)
 After=network-online.target postgresql.service
@@ -147,7 +130,6 @@ Wants=network-online.target
 [Service]
 User={user}
 EnvironmentFile={environment_file}
-{environment}
 ExecStart={tiled} serve config {config_path}
 Restart=on-failure
 RestartSec=5

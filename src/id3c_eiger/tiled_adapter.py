@@ -11,16 +11,21 @@ registered file's path, without resolving ``..`` or symlinks, and libhdf5 follow
 and virtual-dataset sources anywhere. This adapter refuses any master, link target or VDS source
 whose real path lies outside the readable storage, naming the path and the rule.
 
-The embedded server uses it (``catalog.open_catalog``). A deployed server takes it from its
-configuration, with its readable storage also in ``ID3C_EIGER_READABLE_STORAGE`` (directories
-separated by ``:``), since a Tiled adapter is not told the server's storage::
+The embedded server uses it (``catalog.open_catalog``). A deployed server names
+``framewise_catalog`` as its tree (what ``id3c-eiger tiled-config`` writes), which gives the
+adapter the server's readable storage and path map from the configuration::
 
     trees:
       - path: /
-        tree: catalog
+        tree: id3c_eiger.tiled_adapter:framewise_catalog
         args:
-          adapters_by_mimetype:
-            application/x-hdf5: id3c_eiger.tiled_adapter:FramewiseHDF5Adapter
+          uri: postgresql://tiled@dbhost/tiled
+          readable_storage: [/gdata/3idc/eiger]
+          path_map: {/detector/eiger2: /gdata/3idc/eiger}
+
+With Tiled's own ``tree: catalog`` and ``adapters_by_mimetype`` naming
+``id3c_eiger.tiled_adapter:FramewiseHDF5Adapter``, the adapter takes them from
+``ID3C_EIGER_READABLE_STORAGE`` (directories separated by ``:``) and ``ID3C_EIGER_PATH_MAP``.
 """
 
 from __future__ import annotations
@@ -355,3 +360,43 @@ class FramewiseHDF5Adapter(HDF5Adapter):
             if missing:
                 raise HTTPException(HTTP_404_NOT_FOUND, "; ".join(map(str, missing))) from err
             raise
+
+
+def framewise_catalog(uri: str, *, readable_storage: list[str],
+                      path_map: dict[str, str] | None = None, **from_uri_args: Any) -> Any:
+    """Tiled's SQL catalog (``tiled.catalog.from_uri``) serving HDF5 through
+    ``FramewiseHDF5Adapter`` confined to ``readable_storage`` with ``path_map`` (write root:
+    read root), and answering a registered file outside ``readable_storage`` with a 403 naming
+    it and the fix (Tiled's own check is a bare 500, which clients retry for ~25 s)."""
+    from tiled.catalog import from_uri
+
+    adapter = FramewiseHDF5Adapter.configured(readable_storage,
+                                              PathMap.of((path_map or {}).items()))
+    adapters = {**from_uri_args.pop("adapters_by_mimetype", {}), HDF5_MIMETYPE: adapter}
+    _refuse_outside_storage_with_403()
+    return from_uri(uri, readable_storage=readable_storage, adapters_by_mimetype=adapters,
+                    **from_uri_args)
+
+
+def _refuse_outside_storage_with_403() -> None:
+    """Wrap, once, the check Tiled's catalog nodes make of each registered file: its
+    ``RuntimeError`` (served as 500) becomes a 403 with the fix. Tiled's nodes are its own
+    classes, made per request, with no hook of their own."""
+    from tiled.catalog.adapter import CatalogNodeAdapter
+
+    check = CatalogNodeAdapter._ensure_uri_within_readable_storage
+    if getattr(check, "refuses_with_403", False):
+        return
+
+    def refuse_with_403(self: Any, data_uri: str) -> None:
+        try:
+            check(self, data_uri)
+        except RuntimeError as err:
+            raise HTTPException(HTTP_403_FORBIDDEN, (
+                f"{err} Fix: the run's files lie outside readable_storage in the Tiled "
+                "server's configuration: add their read root there (id3c-eiger tiled-config "
+                "takes them from the devices file's read_path_template), or record the run "
+                "by a read path inside it")) from err
+
+    refuse_with_403.refuses_with_403 = True  # type: ignore[attr-defined]
+    CatalogNodeAdapter._ensure_uri_within_readable_storage = refuse_with_403
