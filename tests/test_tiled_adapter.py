@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -151,6 +152,33 @@ def test_the_adapter_reads_nothing_outside_its_storage(tmp_path, sim, RE, catalo
         adapter.from_catalog(source, None, dataset=DATA_DATASET)
     assert refused.value.status_code == 403
     assert isinstance(refused.value.__cause__, tiled_adapter.OutsideReadableStorage)
+
+
+def test_frames_stored_with_a_filter_the_server_lacks_are_named_at_once(tmp_path, sim, RE,
+                                                                       catalog) -> None:
+    """The server refuses with the filter and the fix (422: a 5xx would be retried for ~25 s),
+    rather than failing deep inside libhdf5 at the read."""
+    images, _, data_file = _series_outside(tmp_path, sim, RE, catalog)
+    unknown = 32999  # a filter id nothing here registers
+    assert not h5py.h5z.filter_avail(unknown)
+    with h5py.File(data_file, "r+") as f:  # the same frames, stored by a filter not on the server
+        frames = f[DATA_DATASET]
+        chunks = [frames.id.read_direct_chunk((i,) + (0,) * (frames.ndim - 1))[1]
+                  for i in range(frames.shape[0])]
+        shape, dtype, chunk_shape = frames.shape, frames.dtype, frames.chunks
+        attrs = dict(frames.attrs)
+        del f[DATA_DATASET]
+        stored = f.create_dataset(DATA_DATASET, shape, dtype, chunks=chunk_shape,
+                                  compression=unknown, allow_unknown_filter=True)
+        for i, chunk in enumerate(chunks):
+            stored.id.write_direct_chunk((i,) + (0,) * (len(shape) - 1), chunk)
+        stored.attrs.update(attrs)
+    started = time.monotonic()
+    with pytest.raises(ClientError, match="422") as refused:
+        images[0]
+    assert time.monotonic() - started < 20, "retried: not refused as a client error"
+    assert f"{data_file}:{DATA_DATASET}" in str(refused.value)
+    assert str(unknown) in str(refused.value) and "hdf5plugin" in str(refused.value)
 
 
 def test_a_server_not_told_its_storage_reads_nothing(monkeypatch, tmp_path) -> None:

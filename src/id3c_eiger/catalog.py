@@ -110,11 +110,11 @@ class UnresolvedLinkError(OSError):
                              f"{server}")
             return
         details = "; ".join(str(p) for p in problems)
-        super().__init__(
-            f"cannot read frames of master file {master}: {details}. Fix: restore the data "
-            "file(s), or make the link target visible at that path on the Tiled host (same "
-            "mount as the IOC, or HDF5_EXT_PREFIX / HDF5_VDS_PREFIX)"
-        )
+        fix = "" if all("compression filter" in p.problem for p in problems) else (
+            ". Fix: restore the data file(s), or make the link target visible at that path on "
+            "the Tiled host (same mount as the IOC, ID3C_EIGER_PATH_MAP, or HDF5_EXT_PREFIX / "
+            "HDF5_VDS_PREFIX)")  # a filter problem names its own fix
+        super().__init__(f"cannot read frames of master file {master}: {details}{fix}")
 
 
 def master_files(node: Any) -> list[Path]:
@@ -193,8 +193,8 @@ class EigerArrayClient(ArrayClient):
                 masters = ", ".join(map(str, master_files(self)))
                 raise UnresolvedLinkError(masters, [], server=_response_detail(err.response)
                                           ) from err
-            if err.response.status_code == 403:
-                raise  # the server's refusal, named (outside its readable storage)
+            if err.response.status_code in (403, 422):
+                raise  # the server's refusal, named (outside its storage, a filter it lacks)
             self._raise_if_unresolved(err)
             raise
         except Exception as err:

@@ -46,13 +46,13 @@ import h5py
 import hdf5plugin  # noqa: F401  (the server decodes bitshuffle/LZ4 frames)
 import numpy as np
 from starlette.exceptions import HTTPException
-from starlette.status import HTTP_403_FORBIDDEN, HTTP_404_NOT_FOUND
+from starlette.status import HTTP_403_FORBIDDEN, HTTP_404_NOT_FOUND, HTTP_422_UNPROCESSABLE_ENTITY
 from tiled.adapters.hdf5 import SWMR_DEFAULT, HDF5Adapter, HDF5ArrayAdapter
 from tiled.ndslice import NDSlice
 from tiled.structures.core import StructureFamily
 from tiled.utils import BrokenLink, path_from_uri
 
-from .layout import LinkTarget, link_targets, open_dataset, resolve_target
+from .layout import LinkTarget, link_targets, missing_filters, open_dataset, resolve_target
 from .path_map import PATH_MAP_VARIABLE, PathMap
 
 HDF5_MIMETYPE = "application/x-hdf5"
@@ -63,6 +63,10 @@ LINK_DEPTH = 3  # files followed through links: master -> data file -> (no furth
 
 class OutsideReadableStorage(PermissionError):
     """A file the server was asked to read (or a link target) lies outside its readable storage."""
+
+
+class FilterUnavailable(OSError):
+    """Frames the server was asked to read need a compression filter it cannot decode."""
 
 
 @dataclass(frozen=True)
@@ -87,11 +91,13 @@ class MissingTarget:
 
 
 def check_confined(master: str | Path, roots: Iterable[str | Path],
-                   path_map: PathMap | None = None) -> list[MissingTarget]:
+                   path_map: PathMap | None = None, dataset: str | None = None) -> list[MissingTarget]:
     """Refuse (``OutsideReadableStorage``) a master, or any external-link target or virtual
     source it reaches (absolute ones through ``path_map``), whose real path (``..`` and symlinks
     resolved) is outside ``roots``, or which is not a regular file (a FIFO or device would block
-    the server). Returns the targets that do not exist here."""
+    the server); refuse (``FilterUnavailable``) frames (the master's ``dataset``, or a target's)
+    stored with a filter this server cannot decode. Returns the targets that do not exist
+    here."""
     real_roots = [Path(os.path.realpath(root)) for root in roots]
     shown = ", ".join(f"{root}/" for root in real_roots) or "(none)"
     seen: set[Path] = set()
@@ -120,6 +126,7 @@ def check_confined(master: str | Path, roots: Iterable[str | Path],
         if depth >= LINK_DEPTH:
             return
         with h5py.File(real, "r", swmr=True) as f:
+            _check_filters(f, target.dataset if target is not None else dataset, path)
             targets = link_targets(f)
         for target in targets:
             check(resolve_target(path, target.target, target.kind, path_map),
@@ -127,6 +134,20 @@ def check_confined(master: str | Path, roots: Iterable[str | Path],
 
     check(Path(master), "master file", 1)
     return missing
+
+
+def _check_filters(file: h5py.File, name: str | None, path: Path) -> None:
+    """Refuse frames stored in ``file`` itself at ``name`` that need a filter not here (a link
+    or virtual dataset holds none: its targets are checked in their own files)."""
+    if not name or not isinstance(file.get(name, getlink=True), h5py.HardLink):
+        return
+    node = file[name]
+    if isinstance(node, h5py.Dataset) and not node.is_virtual and (lacking := missing_filters(node)):
+        raise FilterUnavailable(
+            f"{path}:{name} is stored with compression filter(s) {', '.join(lacking)}, which this "
+            "Tiled server cannot decode. Fix: install hdf5plugin in the server's environment "
+            "(pip install hdf5plugin; it registers bitshuffle/LZ4 and the other filters "
+            "detectors use) and restart the server")
 
 
 def _lost_sources(by_file: list[tuple[Path, list[MissingTarget]]], dataset: str,
@@ -344,9 +365,11 @@ class FramewiseHDF5Adapter(HDF5Adapter):
             if parsed.scheme == "file":
                 path = Path(unquote(parsed.path))
                 try:
-                    by_file.append((path, check_confined(path, roots, path_map)))
+                    by_file.append((path, check_confined(path, roots, path_map, dataset)))
                 except OutsideReadableStorage as err:
                     raise HTTPException(HTTP_403_FORBIDDEN, f"{err}") from err
+                except FilterUnavailable as err:  # 422, not 5xx: retrying cannot help
+                    raise HTTPException(HTTP_422_UNPROCESSABLE_ENTITY, f"{err}") from err
                 missing += by_file[-1][1]
         lost = _lost_sources(by_file, dataset, data_source.structure, path_map) if missing else []
         if lost:
