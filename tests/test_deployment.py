@@ -34,7 +34,7 @@ from id3c_eiger.catalog import (
     open_catalog,
 )
 from id3c_eiger.deploy import API_KEY_VARIABLE, TREE
-from id3c_eiger.doctor import check_chain
+from id3c_eiger.doctor import check_chain, check_tiled
 
 API_KEY = "deploy3idc"
 
@@ -199,6 +199,25 @@ def test_an_async_fly_scan_of_thousands_of_frames_reads_back_through_postgresql(
     for index in (0, 1500, 2999):  # one frame from each data file
         np.testing.assert_array_equal(images[index], expected_frames(master, [index])[0])
     catalog.close()
+    # The same catalog served by a Tiled configured without the kit's tree: its stock adapter
+    # reads the whole virtual dataset for frame 0, which the doctor names with the fix.
+    stock = yaml.safe_load(tiled.config.read_text())
+    stock["trees"][0]["tree"] = "catalog"
+    stock["trees"][0]["args"].pop("path_map", None)
+    stock["trees"][0]["args"]["init_if_not_exists"] = False
+    stock["uvicorn"]["port"] = _free_port()
+    stock_config = tmp_path / "stock" / "config.yml"
+    stock_config.parent.mkdir()
+    stock_config.write_text(yaml.safe_dump(stock))
+    server = TiledService(stock_config)
+    server.start()
+    try:
+        with open_catalog(server.uri, api_key=API_KEY) as catalog:
+            hops = list(check_tiled(catalog, "eiger2_image", uid))
+    finally:
+        server.stop()
+    assert [hop.name for hop in hops if not hop.passed] == ["Tiled frame 0"], [str(h) for h in hops]
+    assert "virtual dataset" in hops[-1].detail and TREE in hops[-1].detail
 
 
 def _tiled_hop(devices: Path, uri: str, api_key: str) -> str:

@@ -13,6 +13,7 @@ import contextlib
 import glob
 import os
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +41,10 @@ from .inspection import MasterFileError, inspect_master, open_master
 from .layout import DATA_DATASET, DATA_FILE_INFIX, check_compression, frame_images, open_dataset
 from .path_map import PATH_MAP_VARIABLE, PathMap
 from .paths import PathTemplates, ReadPathError
-from .tiled_adapter import FramewiseHDF5Adapter
+from .tiled_adapter import FramewiseHDF5Adapter, framewise_catalog
 
 CA_TIMEOUT = 2.0  # s for each PV the doctor reads
+FRAME_READ_BOUND = 2.0  # s: Tiled serving one 1 MB frame slower than this is broken, not slow
 STREAM = "primary"  # the stream bp.count and fly_frames write the frames to
 DEFAULT_DETECTOR = "eiger2"  # checked when neither --detector nor a run names one
 DCU_PVS = ("cam1:FWState_RBV", "cam1:FWFree_RBV")  # the FileWriter source's own disk
@@ -323,8 +325,10 @@ def check_runs(catalog: Catalog, count: int, detector: str | None = None) -> Ite
 
 def _compare_frame_0(images: Any, master: Path, embedded: bool,
                      path_map: PathMap | None) -> Hop:
-    """Tiled's frame 0 against the first master file's frame 0, read here with h5py; for a
-    server not embedded here, the read cost of a virtual dataset is named."""
+    """Tiled's frame 0 against the first master file's frame 0, read here with h5py, served
+    within ``FRAME_READ_BOUND``; for a server not embedded here, the read cost of a virtual
+    dataset is named."""
+    started = time.monotonic()
     try:
         served = np.asarray(images[0])
     except Exception as err:  # the server's refusal arrives as any of httpx's or tiled's errors
@@ -342,14 +346,22 @@ def _compare_frame_0(images: Any, master: Path, embedded: bool,
                    "host mount the same share at the read path")
     # Tiled's stock HDF5 adapter makes one read block per HDF5 chunk, and a virtual dataset has
     # none; the embedded server reads it frame by frame, a remote one only if configured to.
-    cost = ""
-    if virtual and not embedded:
-        cost = (f"; the frames are a virtual dataset: unless the server reads HDF5 with "
-                f"{FramewiseHDF5Adapter.__module__}:{FramewiseHDF5Adapter.__name__} "
-                f"(adapters_by_mimetype in its config), Tiled {tiled.__version__} reads all "
-                f"{len(images)} frames for each slice")
+    stock = (f"Tiled {tiled.__version__}'s own HDF5 adapter reads all {len(images)} frames for "
+             "each slice of a virtual dataset unless the server's tree is "
+             f"{framewise_catalog.__module__}:{framewise_catalog.__name__} (id3c-eiger "
+             f"tiled-config writes it) or its adapters_by_mimetype names "
+             f"{FramewiseHDF5Adapter.__module__}:{FramewiseHDF5Adapter.__name__}")
+    took = time.monotonic() - started
+    if took > FRAME_READ_BOUND:
+        why = (f"the frames are a virtual dataset, and {stock}" if virtual else
+               "check the server's load and how fast its host reads the share")
+        return Hop("Tiled frame 0", False,
+                   f"Tiled took {took:.1f} s to serve frame 0 of {master.name}, over the "
+                   f"{FRAME_READ_BOUND:.0f} s a frame should take. Fix: {why}")
+    cost = f"; the frames are a virtual dataset: {stock}" if virtual and not embedded else ""
     return Hop("Tiled frame 0", True,
-               f"Tiled serves frame 0 {served.shape}, equal to {master.name}'s{cost}")
+               f"Tiled serves frame 0 {served.shape} in {took:.2f} s, equal to "
+               f"{master.name}'s{cost}")
 
 
 def check_master_file(path: str | os.PathLike[str],
