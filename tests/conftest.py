@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Sim
+from helpers import IOC_VIEW, Sim
 from id3c_eiger_sim.process import SimulatorProcess, free_port, start_simulator
 
 PORTS = {"main": free_port(), "spare": free_port()}
@@ -73,6 +73,19 @@ def sim(ioc: SimulatorProcess, data_root: Path, request: pytest.FixtureRequest) 
 def spare_port() -> int:
     """The pre-registered port for a test's own short-lived simulator."""
     return PORTS["spare"]
+
+
+@pytest.fixture
+def ioc_host(data_root: Path, spare_port: int):
+    """(client, the share as this host sees it) of a simulator on its own 'host': a private
+    mount namespace where the share is ``IOC_VIEW`` and this host's path to it shows nothing."""
+    share = data_root / "gdata-3idc-eiger"
+    (share / "reset").mkdir(parents=True, exist_ok=True)
+    with start_simulator("XHOST:", spare_port, [IOC_VIEW], ioc_host=(share, IOC_VIEW)):
+        sim = Sim("XHOST:")
+        sim.reset(IOC_VIEW / "reset", "xhost")
+        sim.directory = share / "reset"  # where this host finds what the IOC wrote there
+        yield sim, share
 
 
 @pytest.fixture(scope="session")

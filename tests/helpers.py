@@ -202,6 +202,7 @@ def load_eiger2(flavour: str, tmp_path: Path, sim: Sim, write: str, read: str | 
     return load_devices(path).devices["eiger2"]
 
 
+IOC_VIEW = Path("/mnt/ioc-host/detector/eiger")  # the share as the IOC host mounts it (ioc_host)
 FASTEST_16BIT = EIGER2_500K.min_period_16bit - EIGER2_500K.dead_time  # livetime at 2222 Hz
 
 

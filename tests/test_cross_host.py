@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import ASYNC, CLASSIC, Sim, expected_frames, load_eiger2
+from helpers import ASYNC, CLASSIC, IOC_VIEW, expected_frames, load_eiger2
 from id3c_eiger.catalog import master_files
 from id3c_eiger.deploy import path_map_of
 from id3c_eiger.doctor import check_chain
@@ -23,21 +23,6 @@ from id3c_eiger.inspection import inspect_master
 from id3c_eiger.layout import link_targets
 from id3c_eiger.path_map import PATH_MAP_VARIABLE
 from id3c_eiger.paths import ReadPathError
-from id3c_eiger_sim.process import start_simulator
-
-IOC_VIEW = Path("/mnt/ioc-host/detector/eiger")  # the share as the IOC host mounts it
-
-
-@pytest.fixture
-def ioc_host(data_root: Path, spare_port: int):
-    """(client, the share as this host sees it) of a simulator on its own 'host'."""
-    share = data_root / "gdata-3idc-eiger"
-    (share / "reset").mkdir(parents=True, exist_ok=True)
-    with start_simulator("XHOST:", spare_port, [IOC_VIEW], ioc_host=(share, IOC_VIEW)):
-        sim = Sim("XHOST:")
-        sim.reset(IOC_VIEW / "reset", "xhost")
-        sim.directory = share / "reset"  # where this host finds what the IOC wrote there
-        yield sim, share
 
 
 @pytest.mark.parametrize("flavour", [CLASSIC, ASYNC], ids=["classic", "async"])

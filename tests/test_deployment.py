@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import ASYNC, CLASSIC, Sim, expected_frames, load_eiger2, start_tiled
+from helpers import ASYNC, CLASSIC, FASTEST_16BIT, IOC_VIEW, Sim, expected_frames, load_eiger2, start_tiled
 from id3c_eiger import cli
 from id3c_eiger.catalog import (
     Catalog,
@@ -218,6 +218,58 @@ def test_an_async_fly_scan_of_thousands_of_frames_reads_back_through_postgresql(
         server.stop()
     assert [hop.name for hop in hops if not hop.passed] == ["Tiled frame 0"], [str(h) for h in hops]
     assert "virtual dataset" in hops[-1].detail and TREE in hops[-1].detail
+
+
+def test_across_hosts_both_devices_record_into_postgresql_and_every_run_survives_restarts(
+        deployment, ioc_host, tmp_path: Path) -> None:
+    """The whole deployment at once: the IOC in its own mount namespace writes by its path, the
+    PostgreSQL-backed server (its own process, the kit's configuration) reads by this host's;
+    both devices count, the async one flies 2000 frames (a virtual dataset over two data
+    files); the doctor PASSes every hop; after Tiled and PostgreSQL restart every run reads."""
+    from bluesky import RunEngine
+    from ophyd_async.core import TriggerInfo
+
+    from id3c_eiger.plans import fly_frames
+
+    postgres, tiled, _ = deployment
+    sim, share = ioc_host
+    write, read = f"{IOC_VIEW}/%Y/%m/%d/", f"{share}/%Y/%m/%d/"
+    catalog = open_catalog(tiled.uri, api_key=API_KEY)
+    RE = RunEngine({}, call_returns_result=False)
+    catalog.subscribe(RE, spool_directory=tmp_path / "spool")
+    runs: dict[str, tuple[Path, int]] = {}  # uid: (devices file, a frame index to compare)
+    for flavour in (CLASSIC, ASYNC):
+        (tmp_path / flavour).mkdir()
+        eiger2 = load_eiger2(flavour, tmp_path / flavour, sim, write, read,
+                             file_source="file_writer")
+        sim.put("cam1:ArrayCounter", 0)  # the generator's frames counted from each run's first
+        (uid,) = RE(bp.count([eiger2], num=2))
+        runs[uid] = (tmp_path / flavour / "devices.yml", 1)
+    sim.put("cam1:ArrayCounter", 0)
+    (uid,) = RE(fly_frames(eiger2, TriggerInfo(number_of_events=2000, livetime=FASTEST_16BIT)))
+    runs[uid] = (tmp_path / ASYNC / "devices.yml", 1500)
+    catalog.close()
+    assert not IOC_VIEW.exists()  # the write path is the IOC host's alone
+
+    def read_back() -> None:
+        with open_catalog(tiled.uri, api_key=API_KEY) as catalog:
+            for uid, (_, index) in runs.items():
+                images = catalog.runs[uid].primary["eiger2_image"]
+                masters = master_files(images)
+                assert all(m.is_relative_to(share) for m in masters)
+                master = masters[index] if len(masters) > 1 else masters[0]  # a series a point
+                np.testing.assert_array_equal(images[index],
+                                              expected_frames(master, range(index, index + 1))[0])
+
+    read_back()
+    for uid, (devices, _) in runs.items():
+        hops = list(check_chain(devices, tiled_uri=tiled.uri, api_key=API_KEY, run=uid))
+        assert all(hop.passed for hop in hops), [str(h) for h in hops if not h.passed]
+    tiled.stop()
+    postgres.stop()
+    postgres.start()
+    tiled.start()
+    read_back()
 
 
 def _tiled_hop(devices: Path, uri: str, api_key: str) -> str:
