@@ -42,7 +42,7 @@ postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y --no-install-recommends postgresql
 
-benchmark: $(STAMP)
+benchmark: $(STAMP) postgresql
 	$(BIN)/python benchmarks/bench_channel_access.py
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_classic_device.py
@@ -51,6 +51,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_reliability.py
 	$(BIN)/python benchmarks/bench_file_writer.py
 	$(BIN)/python benchmarks/bench_cli.py
+	$(BIN)/python benchmarks/bench_deployment.py
 	$(BIN)/python -m pytest -m soak -q
 
 clean:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -15,11 +21,13 @@ import numpy as np
 import yaml
 
 from id3c_eiger.config import load_devices
+from id3c_eiger.deploy import API_KEY_VARIABLE
 from id3c_eiger.geometry import EIGER2_500K
 from id3c_eiger.health import RECONNECT_TIMEOUT
 from id3c_eiger.layout import DATA_DATASET, frame_images, read_metadata
 from id3c_eiger_sim.faults import FAULTS
 from id3c_eiger_sim.frames import FrameGenerator, FrameSettings
+from id3c_eiger_sim.process import free_port
 
 SEED = 0
 PLUGINS = {"ROI1:": "EIG", "Stats1:": "EIG", "Stats2:": "ROI1", "image1:": "EIG", "Pva1:": "EIG"}
@@ -246,3 +254,73 @@ def start_tiled(arguments: list[str], uri: str, log: Path,
                 raise RuntimeError(f"tiled {arguments[0]} did not answer on {uri}: "
                                    f"{log.read_text()[-2000:]}") from None
             time.sleep(0.2)
+
+
+API_KEY = "deploy3idc"  # the deployed servers' single-user key (alphanumeric, as Tiled wants)
+
+
+def _postgres_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed; `make test` installs it (apt-get "
+                           "install postgresql) before the suite")
+    return Path(found[-1]).parent
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of the test's own on loopback, in a directory of its own under /tmp
+    (run as ``postgres`` when the suite runs as root, as the server refuses root; pytest's
+    directories are closed to other users)."""
+
+    def __init__(self) -> None:
+        self.port, self.bin = free_port(), _postgres_bin()
+        self.directory = Path(tempfile.mkdtemp(prefix="id3c-eiger-postgres-"))
+        self.data = self.directory / "data"
+        self.uri = f"postgresql://tiled@127.0.0.1:{self.port}/tiled"
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "tiled")
+
+    def _run(self, program: str, *args: str) -> None:
+        command = [str(self.bin / program), *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if result.returncode:
+            raise RuntimeError(f"{program} failed ({result.returncode}): {result.stderr}")
+
+    def remove(self) -> None:
+        """Stop the server if it runs and remove its directory."""
+        with contextlib.suppress(RuntimeError):
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-l", str(self.directory / "log"), "-o",
+                  f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop")
+
+    def create_database(self) -> None:
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "tiled", "tiled")
+
+
+class TiledService:
+    """``tiled serve config`` with the generated configuration, as the systemd unit runs it."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        content = yaml.safe_load(config.read_text())
+        self.uri = f"http://127.0.0.1:{content['uvicorn']['port']}"
+        self.environment = {**os.environ, API_KEY_VARIABLE: API_KEY}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = start_tiled(["serve", "config", str(self.config)], self.uri,
+                                   self.config.with_name("server.log"), self.environment)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(20)

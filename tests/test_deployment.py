@@ -7,14 +7,6 @@ reads after PostgreSQL and Tiled restart."""
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +15,18 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import ASYNC, CLASSIC, FASTEST_16BIT, IOC_VIEW, Sim, expected_frames, load_eiger2, start_tiled
+from helpers import (
+    API_KEY,
+    ASYNC,
+    CLASSIC,
+    FASTEST_16BIT,
+    IOC_VIEW,
+    PostgresServer,
+    Sim,
+    TiledService,
+    expected_frames,
+    load_eiger2,
+)
 from id3c_eiger import cli
 from id3c_eiger.catalog import (
     Catalog,
@@ -33,83 +36,9 @@ from id3c_eiger.catalog import (
     master_files,
     open_catalog,
 )
-from id3c_eiger.deploy import API_KEY_VARIABLE, TREE
+from id3c_eiger.deploy import TREE
 from id3c_eiger.doctor import check_chain, check_tiled
-
-API_KEY = "deploy3idc"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _postgres_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        raise RuntimeError("PostgreSQL is not installed; `make test` installs it (apt-get "
-                           "install postgresql) before the suite")
-    return Path(found[-1]).parent
-
-
-class PostgresServer:
-    """A PostgreSQL cluster of the test's own on loopback, in a directory of its own under /tmp
-    (run as ``postgres`` when the suite runs as root, as the server refuses root; pytest's
-    directories are closed to other users)."""
-
-    def __init__(self) -> None:
-        self.port, self.bin = _free_port(), _postgres_bin()
-        self.directory = Path(tempfile.mkdtemp(prefix="id3c-eiger-postgres-"))
-        self.data = self.directory / "data"
-        self.uri = f"postgresql://tiled@127.0.0.1:{self.port}/tiled"
-        if os.geteuid() == 0:
-            shutil.chown(self.directory, "postgres")
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "tiled")
-
-    def _run(self, program: str, *args: str) -> None:
-        command = [str(self.bin / program), *args]
-        if os.geteuid() == 0:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        if result.returncode:
-            raise RuntimeError(f"{program} failed ({result.returncode}): {result.stderr}")
-
-    def remove(self) -> None:
-        """Stop the server if it runs and remove its directory."""
-        with contextlib.suppress(RuntimeError):
-            self.stop()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-l", str(self.directory / "log"), "-o",
-                  f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1", "start")
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop")
-
-    def create_database(self) -> None:
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "tiled", "tiled")
-
-
-class TiledService:
-    """``tiled serve config`` with the generated configuration, as the systemd unit runs it."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        content = yaml.safe_load(config.read_text())
-        self.uri = f"http://127.0.0.1:{content['uvicorn']['port']}"
-        self.environment = {**os.environ, API_KEY_VARIABLE: API_KEY}
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = start_tiled(["serve", "config", str(self.config)], self.uri,
-                                   self.config.with_name("server.log"), self.environment)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(20)
+from id3c_eiger_sim.process import free_port
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +59,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, data_root: Path, ioc):
         config.parent.mkdir()
         assert cli.main(["tiled-config", "--devices", str(devices), "--database", postgres.uri,
                          "--writable", str(base / "tiled" / "writable"), "--host", "127.0.0.1",
-                         "--port", str(_free_port()), "--output", str(config),
+                         "--port", str(free_port()), "--output", str(config),
                          "--systemd", str(base / "tiled.service")]) == 0
         (base / "tiled" / "writable").mkdir()
         tiled = TiledService(config)
@@ -205,7 +134,7 @@ def test_an_async_fly_scan_of_thousands_of_frames_reads_back_through_postgresql(
     stock["trees"][0]["tree"] = "catalog"
     stock["trees"][0]["args"].pop("path_map", None)
     stock["trees"][0]["args"]["init_if_not_exists"] = False
-    stock["uvicorn"]["port"] = _free_port()
+    stock["uvicorn"]["port"] = free_port()
     stock_config = tmp_path / "stock" / "config.yml"
     stock_config.parent.mkdir()
     stock_config.write_text(yaml.safe_dump(stock))

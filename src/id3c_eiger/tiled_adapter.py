@@ -46,7 +46,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (the server decodes bitshuffle/LZ4 frames)
 import numpy as np
 from starlette.exceptions import HTTPException
-from starlette.status import HTTP_403_FORBIDDEN, HTTP_404_NOT_FOUND, HTTP_422_UNPROCESSABLE_ENTITY
+from starlette.status import HTTP_403_FORBIDDEN, HTTP_404_NOT_FOUND, HTTP_422_UNPROCESSABLE_CONTENT
 from tiled.adapters.hdf5 import SWMR_DEFAULT, HDF5Adapter, HDF5ArrayAdapter
 from tiled.ndslice import NDSlice
 from tiled.structures.core import StructureFamily
@@ -369,7 +369,7 @@ class FramewiseHDF5Adapter(HDF5Adapter):
                 except OutsideReadableStorage as err:
                     raise HTTPException(HTTP_403_FORBIDDEN, f"{err}") from err
                 except FilterUnavailable as err:  # 422, not 5xx: retrying cannot help
-                    raise HTTPException(HTTP_422_UNPROCESSABLE_ENTITY, f"{err}") from err
+                    raise HTTPException(HTTP_422_UNPROCESSABLE_CONTENT, f"{err}") from err
                 missing += by_file[-1][1]
         lost = _lost_sources(by_file, dataset, data_source.structure, path_map) if missing else []
         if lost:
