@@ -82,16 +82,20 @@ def main() -> None:
                         return frame_images(f[DATA_DATASET], 0)
 
                 baseline = median_seconds(h5py_frame)
-                reads: dict[str, Callable[[], object]] = {
-                    "deployed (PostgreSQL)": lambda: deployed.runs[uid].primary["eiger2_image"][0],
-                    "embedded (SQLite)": lambda: embedded.runs[uid].primary["eiger2_image"][0],
-                }
                 print(f"frame 0 of a {POINTS}-point FileWriter count, median of repeats:")
-                print(f"  h5py on the master (baseline) {baseline * 1e3:8.1f} ms")
-                for label, read in reads.items():
-                    took = median_seconds(read)
-                    print(f"  Tiled {label:23s} {took * 1e3:8.1f} ms = "
-                          f"{took / baseline:6.1f} x h5py")
+                print(f"  h5py on the master (baseline)          {baseline * 1e3:8.1f} ms")
+                for label, catalog in (("deployed (PostgreSQL)", deployed),
+                                       ("embedded (SQLite)", embedded)):
+                    images = catalog.runs[uid].primary["eiger2_image"]
+                    reads: dict[str, Callable[[], object]] = {
+                        "images[0]": lambda images=images: images[0],
+                        "from the run's uid": lambda catalog=catalog: (
+                            catalog.runs[uid].primary["eiger2_image"][0]),
+                    }
+                    for what, read in reads.items():
+                        took = median_seconds(read)
+                        print(f"  Tiled {label:21s} {what:18s} {took * 1e3:8.1f} ms = "
+                              f"{took / baseline:6.1f} x h5py")
                 # A second run recorded through a mount the server was not configured with.
                 mount = base / "unlisted-mount"
                 mount.symlink_to(root, target_is_directory=True)
