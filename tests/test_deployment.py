@@ -260,6 +260,21 @@ def test_a_run_recorded_outside_the_servers_storage_is_refused_named_at_once(
     failed = [hop for hop in hops if not hop.passed]
     assert [hop.name for hop in failed] == ["Tiled frame 0"], [str(h) for h in hops]
     assert "403" in failed[0].detail and "readable_storage" in failed[0].detail
+    # The fix, applied: that mount in readable_storage (a second server on the same catalog).
+    fixed = yaml.safe_load(tiled.config.read_text())
+    fixed["trees"][0]["args"]["readable_storage"].append(str(mount))
+    fixed["trees"][0]["args"]["init_if_not_exists"] = False
+    fixed["uvicorn"]["port"] = free_port()
+    fixed_config = tmp_path / "fixed" / "config.yml"
+    fixed_config.parent.mkdir()
+    fixed_config.write_text(yaml.safe_dump(fixed))
+    server = TiledService(fixed_config)
+    server.start()
+    try:
+        hops = list(check_chain(tmp_path / "devices.yml", tiled_uri=server.uri, api_key=API_KEY))
+    finally:
+        server.stop()
+    assert all(hop.passed for hop in hops), [str(h) for h in hops if not h.passed]
 
 
 def test_tiled_config_names_each_value_it_cannot_serve(tmp_path: Path, capsys) -> None:

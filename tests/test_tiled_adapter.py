@@ -181,6 +181,19 @@ def test_frames_stored_with_a_filter_the_server_lacks_are_named_at_once(tmp_path
     assert str(unknown) in str(refused.value) and "hdf5plugin" in str(refused.value)
 
 
+def test_a_data_file_cut_short_is_named_by_the_server_at_once(tmp_path, sim, RE, catalog) -> None:
+    """A copy that did not finish: the server names the file and the fix (422) rather than
+    retrying libhdf5's SWMR open of it for ever."""
+    images, _, data_file = _series_outside(tmp_path, sim, RE, catalog)
+    with open(data_file, "r+b") as f:
+        f.truncate(data_file.stat().st_size // 2)
+    started = time.monotonic()
+    with pytest.raises(ClientError, match="422") as refused:
+        images[0]
+    assert time.monotonic() - started < 20, "retried: not refused as a client error"
+    assert str(data_file) in str(refused.value) and "cut short" in str(refused.value)
+
+
 def test_a_server_not_told_its_storage_reads_nothing(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv(tiled_adapter.READABLE_STORAGE_VARIABLE, raising=False)
     source = SimpleNamespace(assets=[SimpleNamespace(data_uri=f"file://localhost{tmp_path}/a.h5")],

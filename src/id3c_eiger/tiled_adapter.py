@@ -52,7 +52,15 @@ from tiled.ndslice import NDSlice
 from tiled.structures.core import StructureFamily
 from tiled.utils import BrokenLink, path_from_uri
 
-from .layout import LinkTarget, link_targets, missing_filters, open_dataset, resolve_target
+from .layout import (
+    LinkTarget,
+    UnreadableFile,
+    check_file,
+    link_targets,
+    missing_filters,
+    open_dataset,
+    resolve_target,
+)
 from .path_map import PATH_MAP_VARIABLE, PathMap
 
 HDF5_MIMETYPE = "application/x-hdf5"
@@ -96,8 +104,8 @@ def check_confined(master: str | Path, roots: Iterable[str | Path],
     source it reaches (absolute ones through ``path_map``), whose real path (``..`` and symlinks
     resolved) is outside ``roots``, or which is not a regular file (a FIFO or device would block
     the server); refuse (``FilterUnavailable``) frames (the master's ``dataset``, or a target's)
-    stored with a filter this server cannot decode. Returns the targets that do not exist
-    here."""
+    stored with a filter this server cannot decode, and (``UnreadableFile``) a file cut short or
+    that the server's user may not read. Returns the targets that do not exist here."""
     real_roots = [Path(os.path.realpath(root)) for root in roots]
     shown = ", ".join(f"{root}/" for root in real_roots) or "(none)"
     seen: set[Path] = set()
@@ -125,9 +133,18 @@ def check_confined(master: str | Path, roots: Iterable[str | Path],
             raise OutsideReadableStorage(f"refusing to read {what} {path}: not a regular file")
         if depth >= LINK_DEPTH:
             return
-        with h5py.File(real, "r", swmr=True) as f:
-            _check_filters(f, target.dataset if target is not None else dataset, path)
-            targets = link_targets(f)
+        try:
+            check_file(real)  # one cut short would keep the SWMR open below retrying for ever
+            with h5py.File(real, "r", swmr=True) as f:
+                _check_filters(f, target.dataset if target is not None else dataset, path)
+                targets = link_targets(f)
+        except OSError as err:
+            if isinstance(err, UnreadableFile) or "ermission denied" not in str(err):
+                raise
+            raise UnreadableFile(
+                f"this Tiled server's user cannot read {what} {path}. Fix: make the files "
+                "readable by the user or group the server runs as (the IOC's FilePerms and "
+                "FileOwnerGrp, or the share's permissions)") from err
         for target in targets:
             check(resolve_target(path, target.target, target.kind, path_map),
                   f"{target.kind} {target.link} of {path}", depth + 1, target)
@@ -368,7 +385,7 @@ class FramewiseHDF5Adapter(HDF5Adapter):
                     by_file.append((path, check_confined(path, roots, path_map, dataset)))
                 except OutsideReadableStorage as err:
                     raise HTTPException(HTTP_403_FORBIDDEN, f"{err}") from err
-                except FilterUnavailable as err:  # 422, not 5xx: retrying cannot help
+                except (FilterUnavailable, UnreadableFile) as err:  # 422: retries cannot help
                     raise HTTPException(HTTP_422_UNPROCESSABLE_CONTENT, f"{err}") from err
                 missing += by_file[-1][1]
         lost = _lost_sources(by_file, dataset, data_source.structure, path_map) if missing else []
