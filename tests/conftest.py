@@ -7,6 +7,7 @@ chosen here, before anything imports pyepics.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import subprocess
@@ -75,14 +76,20 @@ def spare_port() -> int:
     return PORTS["spare"]
 
 
+_IOC_HOSTS = itertools.count(1)
+
+
 @pytest.fixture
 def ioc_host(data_root: Path, spare_port: int):
     """(client, the share as this host sees it) of a simulator on its own 'host': a private
     mount namespace where the share is ``IOC_VIEW`` and this host's path to it shows nothing."""
     share = data_root / "gdata-3idc-eiger"
     (share / "reset").mkdir(parents=True, exist_ok=True)
-    with start_simulator("XHOST:", spare_port, [IOC_VIEW], ioc_host=(share, IOC_VIEW)):
-        sim = Sim("XHOST:")
+    # A prefix of its own each time: libca may still be searching, in its back-off, for the
+    # channels of an earlier simulator of this fixture (CI: not connected within 30 s).
+    prefix = f"XHOST{next(_IOC_HOSTS)}:"
+    with start_simulator(prefix, spare_port, [IOC_VIEW], ioc_host=(share, IOC_VIEW)):
+        sim = Sim(prefix)
         sim.reset(IOC_VIEW / "reset", "xhost")
         sim.directory = share / "reset"  # where this host finds what the IOC wrote there
         yield sim, share

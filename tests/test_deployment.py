@@ -1,13 +1,16 @@
 """The deployed Tiled server, for real: PostgreSQL 15 from Debian's packages on loopback, a
-``tiled serve config`` process with the configuration ``id3c-eiger tiled-config`` generates, a
-classic count and an ophyd-async fly scan of 3000 frames through it read back equal to the
-generator's frames; the doctor names the server down, a
-wrong API key and the catalog database down, each fixed and PASSing again, and every run still
-reads after PostgreSQL and Tiled restart."""
+``tiled serve config`` process with the configuration ``id3c-eiger tiled-config`` generates.
+Across hosts (the IOC in its own mount namespace) both devices count and the async one flies
+2000 frames through it, read back equal to the generator's frames and PASSed by the doctor, and
+every run still reads after PostgreSQL and Tiled restart. The doctor names the server down, a
+wrong API key, the catalog database down, a run outside the server's storage and a server
+without the kit's tree (Tiled's stock adapter), each fixed and PASSing again."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import bluesky.plans as bp
@@ -86,67 +89,24 @@ def _count(tiled: TiledService, sim: Sim, tmp_path: Path, points: int,
     return catalog, uid
 
 
-def test_the_generated_configuration_serves_runs_from_postgresql(deployment, sim: Sim,
-                                                                  tmp_path: Path) -> None:
-    postgres, tiled, _ = deployment
+@contextlib.contextmanager
+def _same_catalog_served(tiled: TiledService, directory: Path,
+                         change: Callable[[dict], None]) -> Iterator[str]:
+    """A second ``tiled serve`` over the deployed catalog with its configuration changed by
+    ``change`` (its tree's args, say), for as long as the block runs: its URI."""
     config = yaml.safe_load(tiled.config.read_text())
-    args = config["trees"][0]["args"]
-    assert args["uri"] == postgres.uri and args["init_if_not_exists"] is True
-    assert args["writable_storage"][1] == postgres.uri  # tables in SQL, arrays in a directory
-    unit = (tiled.config.parent.parent / "tiled.service").read_text()
-    assert f"serve config {tiled.config}" in unit and config["trees"][0]["tree"] == TREE
-    catalog, uid = _count(tiled, sim, tmp_path, 3)
-    images = catalog.runs[uid].primary["eiger2_image"]
-    masters = master_files(images)  # a series per point
-    assert len(masters) == 3
-    np.testing.assert_array_equal(images[2], expected_frames(masters[2], range(2, 3))[0])
-    assert catalog.runs[uid].metadata["stop"]["exit_status"] == "success"
-    catalog.close()
-
-
-def test_an_async_fly_scan_of_thousands_of_frames_reads_back_through_postgresql(
-        deployment, sim: Sim, tmp_path: Path) -> None:
-    """The other flavour and the other kind of plan: 3000 frames at 2222 Hz from the DCU (three
-    data files, a virtual-dataset master) through the PostgreSQL-backed server."""
-    from bluesky import RunEngine
-    from ophyd_async.core import TriggerInfo
-
-    from id3c_eiger.geometry import EIGER2_500K
-    from id3c_eiger.plans import fly_frames
-
-    _, tiled, _ = deployment
-    catalog = open_catalog(tiled.uri, api_key=API_KEY)
-    RE = RunEngine({}, call_returns_result=False)
-    catalog.subscribe(RE, spool_directory=tmp_path / "spool")
-    eiger2 = load_eiger2(ASYNC, tmp_path, sim, f"{sim.directory}/%Y/%m/%d/",
-                         file_source="file_writer")
-    livetime = EIGER2_500K.min_period_16bit - EIGER2_500K.dead_time
-    (uid,) = RE(fly_frames(eiger2, TriggerInfo(number_of_events=3000, livetime=livetime)))
-    images = catalog.runs[uid].primary["eiger2_image"]
-    assert images.shape == (3000, 512, 1028)
-    (master,) = master_files(images)
-    for index in (0, 1500, 2999):  # one frame from each data file
-        np.testing.assert_array_equal(images[index], expected_frames(master, [index])[0])
-    catalog.close()
-    # The same catalog served by a Tiled configured without the kit's tree: its stock adapter
-    # reads the whole virtual dataset for frame 0, which the doctor names with the fix.
-    stock = yaml.safe_load(tiled.config.read_text())
-    stock["trees"][0]["tree"] = "catalog"
-    stock["trees"][0]["args"].pop("path_map", None)
-    stock["trees"][0]["args"]["init_if_not_exists"] = False
-    stock["uvicorn"]["port"] = free_port()
-    stock_config = tmp_path / "stock" / "config.yml"
-    stock_config.parent.mkdir()
-    stock_config.write_text(yaml.safe_dump(stock))
-    server = TiledService(stock_config)
+    config["trees"][0]["args"]["init_if_not_exists"] = False
+    config["uvicorn"]["port"] = free_port()
+    change(config)
+    path = directory / "config.yml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(config))
+    server = TiledService(path)
     server.start()
     try:
-        with open_catalog(server.uri, api_key=API_KEY) as catalog:
-            hops = list(check_tiled(catalog, "eiger2_image", uid))
+        yield server.uri
     finally:
         server.stop()
-    assert [hop.name for hop in hops if not hop.passed] == ["Tiled frame 0"], [str(h) for h in hops]
-    assert "virtual dataset" in hops[-1].detail and TREE in hops[-1].detail
 
 
 def test_across_hosts_both_devices_record_into_postgresql_and_every_run_survives_restarts(
@@ -161,6 +121,12 @@ def test_across_hosts_both_devices_record_into_postgresql_and_every_run_survives
     from id3c_eiger.plans import fly_frames
 
     postgres, tiled, _ = deployment
+    config = yaml.safe_load(tiled.config.read_text())
+    args = config["trees"][0]["args"]
+    assert config["trees"][0]["tree"] == TREE and args["init_if_not_exists"] is True
+    assert args["uri"] == postgres.uri == args["writable_storage"][1]  # tables in SQL too
+    unit = (tiled.config.parent.parent / "tiled.service").read_text()
+    assert f"serve config {tiled.config}" in unit
     sim, share = ioc_host
     write, read = f"{IOC_VIEW}/%Y/%m/%d/", f"{share}/%Y/%m/%d/"
     catalog = open_catalog(tiled.uri, api_key=API_KEY)
@@ -194,6 +160,17 @@ def test_across_hosts_both_devices_record_into_postgresql_and_every_run_survives
     for uid, (devices, _) in runs.items():
         hops = list(check_chain(devices, tiled_uri=tiled.uri, api_key=API_KEY, run=uid))
         assert all(hop.passed for hop in hops), [str(h) for h in hops if not h.passed]
+    # The catalog served without the kit's tree: Tiled's stock adapter reads the fly scan's
+    # whole virtual dataset for frame 0, which the doctor names with the fix.
+    def stock(config: dict) -> None:
+        config["trees"][0]["tree"] = "catalog"
+        config["trees"][0]["args"].pop("path_map", None)
+
+    with _same_catalog_served(tiled, tmp_path / "stock", stock) as uri, \
+            open_catalog(uri, api_key=API_KEY) as catalog:
+        hops = list(check_tiled(catalog, "eiger2_image", uid))
+    assert [hop.name for hop in hops if not hop.passed] == ["Tiled frame 0"], [str(h) for h in hops]
+    assert "virtual dataset" in hops[-1].detail and TREE in hops[-1].detail
     tiled.stop()
     postgres.stop()
     postgres.start()
@@ -261,19 +238,11 @@ def test_a_run_recorded_outside_the_servers_storage_is_refused_named_at_once(
     assert [hop.name for hop in failed] == ["Tiled frame 0"], [str(h) for h in hops]
     assert "403" in failed[0].detail and "readable_storage" in failed[0].detail
     # The fix, applied: that mount in readable_storage (a second server on the same catalog).
-    fixed = yaml.safe_load(tiled.config.read_text())
-    fixed["trees"][0]["args"]["readable_storage"].append(str(mount))
-    fixed["trees"][0]["args"]["init_if_not_exists"] = False
-    fixed["uvicorn"]["port"] = free_port()
-    fixed_config = tmp_path / "fixed" / "config.yml"
-    fixed_config.parent.mkdir()
-    fixed_config.write_text(yaml.safe_dump(fixed))
-    server = TiledService(fixed_config)
-    server.start()
-    try:
-        hops = list(check_chain(tmp_path / "devices.yml", tiled_uri=server.uri, api_key=API_KEY))
-    finally:
-        server.stop()
+    def fixed(config: dict) -> None:
+        config["trees"][0]["args"]["readable_storage"].append(str(mount))
+
+    with _same_catalog_served(tiled, tmp_path / "fixed", fixed) as uri:
+        hops = list(check_chain(tmp_path / "devices.yml", tiled_uri=uri, api_key=API_KEY))
     assert all(hop.passed for hop in hops), [str(h) for h in hops if not h.passed]
 
 
