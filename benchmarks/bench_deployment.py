@@ -7,7 +7,8 @@ tiled-config`` generates) and an embedded one; frame 0 is read through each and 
 the master (the baseline). Then the doctor runs against the deployed server as it is, and with
 one part broken at a time: a wrong API key, the catalog database down, the server down, a run
 recorded outside the server's readable storage, a data file missing. Goal: a named FAIL within
-5 s each (no client retries).
+5 s each (no client retries). Beside frame 0 of the run, the same frame written to each server
+as a plain array in Tiled's own storage: what any Tiled read costs, whatever the adapter.
 
 Run with ``python benchmarks/bench_deployment.py`` (``make benchmark`` runs every benchmark).
 """
@@ -23,9 +24,11 @@ from pathlib import Path
 import bluesky.plans as bp
 import h5py
 import hdf5plugin  # noqa: F401
+import numpy as np
 import yaml
 from bluesky import RunEngine
 from common import PREFIX, median_seconds, simulator_with_dcu
+from tiled.client import from_uri
 
 from helpers import API_KEY, CLASSIC, PostgresServer, TiledService, load_eiger2
 from id3c_eiger import cli
@@ -84,11 +87,15 @@ def main() -> None:
                 baseline = median_seconds(h5py_frame)
                 print(f"frame 0 of a {POINTS}-point FileWriter count, median of repeats:")
                 print(f"  h5py on the master (baseline)          {baseline * 1e3:8.1f} ms")
-                for label, catalog in (("deployed (PostgreSQL)", deployed),
-                                       ("embedded (SQLite)", embedded)):
+                for label, catalog, key in (("deployed (PostgreSQL)", deployed, API_KEY),
+                                            ("embedded (SQLite)", embedded, None)):
                     images = catalog.runs[uid].primary["eiger2_image"]
+                    # Tiled's own floor: the same frame as a plain array in its own storage.
+                    plain = from_uri(catalog.uri, api_key=key).write_array(
+                        np.asarray(h5py_frame())[None], key=f"plain-frame-{uid}")
                     reads: dict[str, Callable[[], object]] = {
                         "images[0]": lambda images=images: images[0],
+                        "plain array [0]": lambda plain=plain: plain[0],
                         "from the run's uid": lambda catalog=catalog: (
                             catalog.runs[uid].primary["eiger2_image"][0]),
                     }
