@@ -90,9 +90,11 @@ class MissingTarget:
                "set HDF5_EXT_PREFIX / HDF5_VDS_PREFIX in the server's environment to where they "
                "are")
         if Path(self.target.target).is_absolute():
-            fix = (f"set {PATH_MAP_VARIABLE}=WRITE_ROOT=READ_ROOT in the server's environment "
-                   "(the writing host's root of that path, and where the share is on the Tiled "
-                   "host; id3c-eiger tiled-config writes it from the devices file), or " + fix)
+            fix = ("map the writing host's root of that path to where the share is on the "
+                   "Tiled host: path_map {WRITE_ROOT: READ_ROOT} in the server's configuration "
+                   "(id3c-eiger tiled-config writes it from the devices file), or "
+                   f"{PATH_MAP_VARIABLE}=WRITE_ROOT=READ_ROOT in its environment for a server "
+                   "configured with tree: catalog; or " + fix)
         return (f"{self.target.kind} {self.target.link} -> {self.target.target!r} (as written) "
                 f"resolves on this server to {self.resolved}, which does not exist{zeros}. "
                 f"Fix: {fix}")
@@ -124,7 +126,8 @@ def check_confined(master: str | Path, roots: Iterable[str | Path],
                 f"refusing to read {what} {path}" + (f" (really {real})" if real != path else "")
                 + f": outside this server's readable storage ({shown}). Fix: register files "
                 "that lie, with every link target, inside readable_storage, or add their real "
-                "directory to it (and to $" + READABLE_STORAGE_VARIABLE + ")")
+                "directory to it (in the server's configuration; for tree: catalog also to $"
+                + READABLE_STORAGE_VARIABLE + ")")
         try:
             mode = real.stat().st_mode
         except FileNotFoundError:  # the master, gone since registered: Tiled names it
@@ -356,8 +359,8 @@ class FramewiseHDF5Adapter(HDF5Adapter):
     @classmethod
     def configured(cls, roots: Iterable[str | Path],
                    path_map: PathMap | None = None) -> type[FramewiseHDF5Adapter]:
-        """This adapter reading only under ``roots``, with ``path_map`` if given (what the
-        embedded server uses; a deployed one takes both from its environment)."""
+        """This adapter reading only under ``roots``, with ``path_map`` if given (else the
+        environment's); what the embedded server and ``framewise_catalog`` use."""
         return type(cls.__name__, (cls,), {"readable_storage": tuple(Path(r) for r in roots),
                                            "path_map": path_map})
 

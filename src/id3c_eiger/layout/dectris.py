@@ -485,6 +485,9 @@ def open_dataset(file: h5py.File, name: str, path_map: PathMap | None = None) ->
     where ``path_map`` (default ``$ID3C_EIGER_PATH_MAP``) puts them. libhdf5 joins a prefix
     with a target's file name, so the prefix is the mapped targets' one directory (a series'
     data files lie together); given per open, it leaves the process's environment alone."""
+    path_map = PathMap.from_environment() if path_map is None else path_map
+    if not path_map:  # nothing to map: no link to look at (a VDS lists its sources slowly)
+        return file[name]
     link = file.get(name, getlink=True)
     if isinstance(link, h5py.ExternalLink):
         targets = [link.filename]
@@ -493,7 +496,7 @@ def open_dataset(file: h5py.File, name: str, path_map: PathMap | None = None) ->
     else:
         return file[name]
     directories = {mapped.parent for target in targets
-                   if (mapped := _mapped(Path(target), path_map)) is not None}
+                   if Path(target).is_absolute() and (mapped := path_map.map(target)) is not None}
     if len(directories) != 1:
         return file[name]
     prefix = str(directories.pop()).encode()
