@@ -62,6 +62,31 @@ def test_frames_across_data_files_through_tiled_equal_the_files(tmp_path, sim, R
     assert frames_read == {3}
 
 
+def test_a_frame_of_a_run_of_many_files_reads_only_its_own_file(tmp_path, sim, RE, catalog,
+                                                                 monkeypatch) -> None:
+    """A FileWriter step scan is a master (and a data file) a point: once the server has found
+    each file's frames, a frame's request opens its own file only, so frame 0 of a long scan
+    costs what it costs in a short one."""
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/many/",
+                         file_source="file_writer")
+    (uid,) = RE(bp.count([eiger2], num=4))
+    images = catalog.runs[uid].primary["eiger2_image"]
+    masters = master_files(images)
+    assert len(masters) == 4
+    np.testing.assert_array_equal(images[0], master_frames(masters[0])[0])  # found and kept
+    found, read = [], []
+    of, getitem = tiled_adapter._Frames.of.__func__, tiled_adapter._Frames.__getitem__
+    monkeypatch.setattr(tiled_adapter._Frames, "of", classmethod(
+        lambda cls, path, *args, **kwargs: found.append(path) or of(cls, path, *args, **kwargs)))
+    monkeypatch.setattr(tiled_adapter._Frames, "__getitem__",
+                        lambda self, index: read.append(Path(self.path)) or getitem(self, index))
+    np.testing.assert_array_equal(images[2], master_frames(masters[2])[0])
+    assert found == [] and read == [masters[2]]
+    np.testing.assert_array_equal(images[1:3], np.concatenate([master_frames(m)
+                                                               for m in masters[1:3]]))
+    assert found == [] and read == [masters[2], masters[1], masters[2]]
+
+
 def test_a_deployed_server_names_the_adapter_in_its_configuration(tmp_path) -> None:
     """The README's config form: tiled's catalog imports the adapter from its dotted name."""
     from tiled.catalog import from_uri
@@ -87,7 +112,9 @@ def _series_outside(tmp_path, sim, RE, catalog) -> tuple[object, Path, Path]:
 
 def test_a_link_target_swapped_for_a_symlink_outside_is_refused(tmp_path, sim, RE, catalog,
                                                                 caplog) -> None:
-    images, _, data_file = _series_outside(tmp_path, sim, RE, catalog)
+    images, master, data_file = _series_outside(tmp_path, sim, RE, catalog)
+    # read once: the server now keeps its check of these files, which the swap must undo
+    np.testing.assert_array_equal(images[0], master_frames(master)[0])
     outside = tmp_path / "outside-storage"
     outside.mkdir()
     moved = outside / data_file.name
@@ -159,6 +186,7 @@ def test_frames_stored_with_a_filter_the_server_lacks_are_named_at_once(tmp_path
     """The server refuses with the filter and the fix (422: a 5xx would be retried for ~25 s),
     rather than failing deep inside libhdf5 at the read."""
     images, _, data_file = _series_outside(tmp_path, sim, RE, catalog)
+    images[0]  # read once, so the server's kept check of the file must notice the rewrite
     unknown = 32999  # a filter id nothing here registers
     assert not h5py.h5z.filter_avail(unknown)
     with h5py.File(data_file, "r+") as f:  # the same frames, stored by a filter not on the server
@@ -185,6 +213,7 @@ def test_a_data_file_cut_short_is_named_by_the_server_at_once(tmp_path, sim, RE,
     """A copy that did not finish: the server names the file and the fix (422) rather than
     retrying libhdf5's SWMR open of it for ever."""
     images, _, data_file = _series_outside(tmp_path, sim, RE, catalog)
+    images[0]  # read once, so the server's kept check of the file must notice the cut
     with open(data_file, "r+b") as f:
         f.truncate(data_file.stat().st_size // 2)
     started = time.monotonic()

@@ -35,11 +35,12 @@ import copy
 import math
 import os
 import stat
-from collections.abc import Iterable, Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import dask.array
 import h5py
@@ -100,20 +101,40 @@ class MissingTarget:
                 f"Fix: {fix}")
 
 
+Signature = tuple[Any, ...]
+
+
+def signature(path: Path) -> Signature:
+    """What ``path`` is now: its real path and, if a file is there, that file's device, inode,
+    type, size and modification and change times. A check of a file stands while every path it
+    visited has the same signature: a target swapped for a symlink, replaced or rewritten
+    changes it."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return (real,)
+    return (real, st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def check_confined(master: str | Path, roots: Iterable[str | Path],
-                   path_map: PathMap | None = None, dataset: str | None = None) -> list[MissingTarget]:
+                   path_map: PathMap | None = None, dataset: str | None = None,
+                   visited: dict[Path, Signature] | None = None) -> list[MissingTarget]:
     """Refuse (``OutsideReadableStorage``) a master, or any external-link target or virtual
     source it reaches (absolute ones through ``path_map``), whose real path (``..`` and symlinks
     resolved) is outside ``roots``, or which is not a regular file (a FIFO or device would block
     the server); refuse (``FilterUnavailable``) frames (the master's ``dataset``, or a target's)
     stored with a filter this server cannot decode, and (``UnreadableFile``) a file cut short or
-    that the server's user may not read. Returns the targets that do not exist here."""
+    that the server's user may not read. Returns the targets that do not exist here; ``visited``
+    gets each path checked with its ``signature`` as it was before the check read it."""
     real_roots = [Path(os.path.realpath(root)) for root in roots]
     shown = ", ".join(f"{root}/" for root in real_roots) or "(none)"
     seen: set[Path] = set()
     missing: list[MissingTarget] = []
 
     def check(path: Path, what: str, depth: int, target: LinkTarget | None = None) -> None:
+        if visited is not None:
+            visited[path] = signature(path)
         real = Path(os.path.realpath(path))
         if real in seen:
             return
@@ -170,28 +191,34 @@ def _check_filters(file: h5py.File, name: str | None, path: Path) -> None:
             "detectors use) and restart the server")
 
 
-def _lost_sources(by_file: list[tuple[Path, list[MissingTarget]]], dataset: str,
-                  structure: Any, path_map: PathMap) -> list[MissingTarget]:
+def _lost_sources(checked: Sequence[_CheckedFile], structure: Any) -> list[MissingTarget]:
     """The missing virtual sources that hold frames the run recorded. A DECTRIS master, written
     at arm, names a source for every frame the arm asked; a series stopped early never makes the
     last ones, which is no loss. (An external link may also name a data file a moment before it
     exists.) The files' frames are taken in order, as Tiled concatenates them."""
     shape = getattr(structure, "shape", None)
     if not shape or len(shape) < 3:
-        return [m for _, missing in by_file for m in missing if m.target.kind == "virtual source"]
+        return [m for file in checked for m in file.missing if m.target.kind == "virtual source"]
     recorded = math.prod(shape[:-2])  # frames (times images per point, or thresholds)
     lost, offset = [], 0
-    for path, missing in by_file:
-        lost += [m for m in missing if m.target.kind == "virtual source"
+    for file in checked:
+        lost += [m for m in file.missing if m.target.kind == "virtual source"
                  and offset + m.target.first_frame < recorded]
-        with contextlib.suppress(OSError, KeyError), h5py.File(path, "r", swmr=True) as f:
-            offset += open_dataset(f, dataset, path_map).shape[0] if dataset in f else 0
+        offset += file.frames.shape[0] if file.frames is not None else 0
     return lost
 
 
 def _storage_from_environment() -> tuple[Path, ...]:
     value = os.environ.get(READABLE_STORAGE_VARIABLE, "")
     return tuple(Path(item) for item in value.split(os.pathsep) if item)
+
+
+def _data_files(data_source: Any) -> list[Path]:
+    """The files a data source's frames are stacked from, in order (Tiled's rule: the
+    ``data_uris`` assets, else the one asset)."""
+    uris = [a.data_uri for a in data_source.assets
+            if getattr(a, "parameter", None) == "data_uris"]
+    return [path_from_uri(uri) for uri in uris or [data_source.assets[0].data_uri]]
 
 
 @contextlib.contextmanager
@@ -219,6 +246,7 @@ class _Frames:
         self.path, self.dataset, self.path_map, self.options = path, dataset, path_map, options
         self.shape, self.dtype, self.ndim = ds.shape, ds.dtype, ds.ndim
         self.chunks = (1, *ds.shape[1:]) if ds.is_virtual else ds.chunks or ds.shape
+        self.attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in ds.attrs.items()}
 
     @classmethod
     def of(cls, path: str | Path, dataset: str | None, path_map: PathMap,
@@ -236,49 +264,134 @@ class _Frames:
             return ds[index]
 
 
+@dataclass(frozen=True)
+class _CheckedFile:
+    """A registered file as the adapter last found it: every path its check visited with that
+    path's signature, its link targets missing here, and its frames (None: not an array of
+    frames)."""
+
+    visited: tuple[tuple[Path, Signature], ...]
+    missing: tuple[MissingTarget, ...]
+    frames: _Frames | None
+
+    def current(self) -> bool:
+        """Whether every path visited is still what it was (a few stat calls, no open)."""
+        return all(signature(path) == was for path, was in self.visited)
+
+
+CHECKED_FILES_KEPT = 4096  # a 4000-point FileWriter step scan's masters
+_checked_files: OrderedDict[tuple[Any, ...], _CheckedFile] = OrderedDict()
+_checked_files_lock = threading.Lock()
+
+
+def _checked_file(path: Path, roots: tuple[Path, ...], path_map: PathMap, dataset: str,
+                  options: dict[str, Any]) -> _CheckedFile:
+    """``check_confined`` and ``_Frames.of`` for one registered file, found again only when a
+    path the check visited has changed since (so each request of a many-file run stats its
+    files, not opens them); refusals raise, as there, and are never kept: a missing link
+    target that breaks the dataset is a 404 naming it."""
+    key = (str(path), roots, path_map, dataset, tuple(sorted(options.items())))
+    with _checked_files_lock:
+        found = _checked_files.get(key)
+    if found is not None and found.current():
+        return found
+    visited: dict[Path, Signature] = {}
+    missing = tuple(check_confined(path, roots, path_map, dataset, visited))
+    try:
+        frames = _Frames.of(path, dataset, path_map, **options)
+    except (BrokenLink, KeyError, OSError) as err:  # a link whose target is not here
+        if missing:
+            raise HTTPException(HTTP_404_NOT_FOUND, "; ".join(map(str, missing))) from err
+        raise
+    checked = _CheckedFile(tuple(visited.items()), missing, frames)
+    with _checked_files_lock:
+        _checked_files[key] = checked
+        _checked_files.move_to_end(key)
+        while len(_checked_files) > CHECKED_FILES_KEPT:
+            _checked_files.popitem(last=False)
+    return checked
+
+
 class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
     """Tiled's HDF5 array adapter, with virtual datasets split one frame (leading index) a block,
     the frames a request asks for read straight from the files, and absolute link targets found
     through the server's path map."""
 
-    _files: tuple[str, ...] = ()  # the assets' files, in the order their frames are stacked
-    _open_options: dict[str, Any] = {}
-    _dataset: str | None = None
-    _path_map = PathMap()
+    _files: tuple[_Frames, ...] = ()  # for direct reads: each file's frames, in stacking order
+    _within: tuple[Any, ...] = ()  # the parameters' slice, taken of each file's frames
+    _frame_shape: tuple[int, ...] = ()  # one frame's shape, the slice taken
+    _build: Callable[[], dask.array.Array] | None = None
+    _dask: Any = None
+
+    @property  # type: ignore[override]
+    def _array(self) -> Any:
+        """The files' frames as one dask array, built at the first read that needs it: a
+        frame read straight from its file never does, nor opens the other files."""
+        if self._dask is None and self._build is not None:
+            self._dask, self._build = self._build(), None
+        return self._dask
+
+    @_array.setter
+    def _array(self, value: Any) -> None:
+        self._dask = value
 
     @classmethod
     def from_catalog(cls, data_source: Any, node: Any, /, dataset: str | None = None,
                      slice: Any = None, squeeze: bool = False, path_map: PathMap | None = None,
+                     frames: Sequence[_Frames | None] | None = None,
                      **options: Any) -> HDF5ArrayAdapter:
         """As Tiled's, opening the files through ``path_map`` (default
         ``$ID3C_EIGER_PATH_MAP``), and serving only the frames the run recorded: a DECTRIS
         master, written at arm, reaches every frame the arm asked, and a series stopped early
-        holds fewer."""
+        holds fewer. ``frames``: each file's, if already found (else each file is opened)."""
         path_map = PathMap.from_environment() if path_map is None else path_map
         options = {"swmr": SWMR_DEFAULT, "libver": "latest", "locking": None, **options}
         structure = data_source.structure
-        uris = [a.data_uri for a in data_source.assets if a.parameter == "data_uris"]
-        files = [path_from_uri(uri) for uri in uris or [data_source.assets[0].data_uri]]
-        array = cls.lazy_load_hdf5_array(*files, dataset=dataset, path_map=path_map, **options)
+        files = _data_files(data_source)
+        if frames is None:
+            frames = [_Frames.of(path, dataset, path_map, **options) for path in files]
         shape = tuple(structure.shape)
-        if array.ndim == len(shape) and array.shape[1:] == shape[1:] and array.shape[0] > shape[0]:
-            array = array[: shape[0]]
-        if slice:
-            array = array[NDSlice.from_numpy_str(slice) if isinstance(slice, str) else slice]
-        if squeeze:
-            array = array.squeeze()
-        if array.dtype != structure.data_type.to_numpy_dtype():
+
+        if isinstance(slice, str):
+            slice = NDSlice.from_numpy_str(slice)
+
+        def build() -> dask.array.Array:
+            array = cls.lazy_load_hdf5_array(*files, dataset=dataset, path_map=path_map,
+                                             frames=frames, **options)
+            if (array.ndim == len(shape) and array.shape[1:] == shape[1:]
+                    and array.shape[0] > shape[0]):
+                array = array[: shape[0]]
+            if slice:
+                array = array[slice]
+            return array.squeeze() if squeeze else array
+
+        # Frames are read straight from their files when the parameters' slice keeps every
+        # frame (a DECTRIS master's ":,0", its first threshold, is applied to each frame).
+        within = tuple(slice or ())
+        direct = (not squeeze and all(f is not None for f in frames)
+                  and (not within or within[0] == builtins_slice(None))
+                  and len({f.shape[1:] for f in frames}) == 1)  # type: ignore[union-attr]
+        built = None if direct else build()
+        dtypes = {f.dtype for f in frames} if direct else {built.dtype}  # type: ignore[union-attr]
+        if dtypes != {structure.data_type.to_numpy_dtype()}:
             raise ValueError(f"Data type mismatch between array data and structure: "
-                             f"{array.dtype} != {structure.data_type.to_numpy_dtype()}")
+                             f"{', '.join(map(str, dtypes))} != "
+                             f"{structure.data_type.to_numpy_dtype()}")
         metadata = copy.deepcopy(node.metadata_)
-        with _open(files[0], dataset, path_map, **options) as ds:
-            metadata.update({k: v.decode() if isinstance(v, bytes) else v
-                             for k, v in getattr(ds, "attrs", {}).items()})
-        adapter = cls(array, structure, metadata=metadata, specs=node.specs)
-        if not slice and not squeeze:  # the files are the array: direct reads
-            adapter._files = tuple(str(f) for f in files)
-            adapter._dataset, adapter._path_map = dataset, path_map
-            adapter._open_options = options
+        if frames[0] is not None:
+            metadata.update(frames[0].attrs)
+        else:
+            with _open(files[0], dataset, path_map, **options) as ds:
+                metadata.update({k: v.decode() if isinstance(v, bytes) else v
+                                 for k, v in getattr(ds, "attrs", {}).items()})
+        adapter = cls(built, structure, metadata=metadata, specs=node.specs)
+        if direct:
+            adapter._build = build
+            adapter._files = tuple(frames)  # type: ignore[arg-type]
+            adapter._within = (builtins_slice(None), *within[1:])
+            one = frames[0]
+            adapter._frame_shape = np.broadcast_to(np.zeros((), one.dtype),  # type: ignore[union-attr]
+                                                   one.shape)[adapter._within].shape[1:]  # type: ignore[union-attr]
         return adapter
 
     def read(self, slice: Any = ...) -> Any:
@@ -296,10 +409,11 @@ class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
         frames), read with h5py from the frames it covers; None where Tiled's general path
         (dask, and its reshape over one block per frame: 70 ms for a 10 x 1000-frame run, where
         h5py reads a frame in 1) must serve it."""
-        shape, frames = tuple(self._structure.shape), self._array.shape
-        lead = len(shape) - (len(frames) - 1)  # structure axes over the files' frame axis
-        if (not self._files or lead < 1 or shape[lead:] != frames[1:]
-                or len(index) > len(shape)
+        if not self._files:
+            return None
+        shape, frame = tuple(self._structure.shape), self._frame_shape
+        lead = len(shape) - len(frame)  # structure axes over the files' frame axis
+        if (lead < 1 or shape[lead:] != frame or len(index) > len(shape)
                 or not all(isinstance(i, (int, np.integer, builtins_slice)) for i in index)):
             return None
         index = index + (builtins_slice(None),) * (len(shape) - len(index))
@@ -311,15 +425,16 @@ class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
         return stack[wanted - first][(Ellipsis, *index[lead:])]
 
     def _stacked(self, first: int, stop: int) -> np.ndarray:
-        """Frames ``first`` to ``stop`` of the files, in stacking order."""
+        """Frames ``first`` to ``stop`` of the files, in stacking order; only the files holding
+        them are opened."""
         parts, start = [], 0
-        for path in self._files:
+        for frames in self._files:
             if start >= stop:
                 break
-            with _open(path, self._dataset, self._path_map, **self._open_options) as ds:
-                n = ds.shape[0]
-                if start + n > first:
-                    parts.append(ds[max(first - start, 0): min(stop - start, n)])
+            n = frames.shape[0]
+            if start + n > first:
+                part = frames[max(first - start, 0): min(stop - start, n)]
+                parts.append(part[self._within] if len(self._within) > 1 else part)
             start += n
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
@@ -331,20 +446,26 @@ class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
         libver: str = "latest",
         locking: bool | str | None = None,
         path_map: PathMap | None = None,
+        frames: Sequence[_Frames | None] | None = None,
     ) -> dask.array.Array:
-        """The files' frames as one dask array (Tiled's signature, plus the path map)."""
+        """The files' frames as one dask array (Tiled's signature, plus the path map and each
+        file's frames if already found)."""
         path_map = PathMap.from_environment() if path_map is None else path_map
         options = {"swmr": swmr, "libver": libver, "locking": locking}
+        if frames is None:
+            frames = [_Frames.of(path, dataset, path_map, **options) for path in file_paths]
         arrays = []
-        for path in file_paths:
-            frames = _Frames.of(path, dataset, path_map, **options)
-            if frames is not None:
-                arrays.append(dask.array.from_array(frames, chunks=frames.chunks, asarray=True,
+        for path, found in zip(file_paths, frames, strict=True):
+            if found is not None:
+                arrays.append(dask.array.from_array(found, chunks=found.chunks, asarray=True,
                                                     lock=False))
             else:
                 arrays.append(HDF5ArrayAdapter.lazy_load_hdf5_array(path, dataset=dataset,
                                                                     **options))
         return arrays[0] if len(arrays) == 1 else dask.array.concatenate(arrays, axis=0)
+
+
+OPEN_OPTIONS = ("swmr", "libver", "locking")  # the parameters that say how files are opened
 
 
 class FramewiseHDF5Adapter(HDF5Adapter):
@@ -378,26 +499,26 @@ class FramewiseHDF5Adapter(HDF5Adapter):
         # the server saw; a plain exception is a bare 500 that the client retries for ~25 s.
         if not isinstance(dataset, str):
             dataset = "/".join(dataset)
+        options = {"swmr": SWMR_DEFAULT, "libver": "latest", "locking": None,
+                   **{k: v for k, v in kwargs.items() if k in OPEN_OPTIONS}}
+        checked: list[_CheckedFile] = []
         missing: list[MissingTarget] = []
-        by_file: list[tuple[Path, list[MissingTarget]]] = []
-        for asset in data_source.assets:
-            parsed = urlparse(asset.data_uri)
-            if parsed.scheme == "file":
-                path = Path(unquote(parsed.path))
+        try:
+            for path in _data_files(data_source):
                 try:
-                    by_file.append((path, check_confined(path, roots, path_map, dataset)))
+                    checked.append(_checked_file(path, roots, path_map, dataset, options))
                 except OutsideReadableStorage as err:
                     raise HTTPException(HTTP_403_FORBIDDEN, f"{err}") from err
                 except (FilterUnavailable, UnreadableFile) as err:  # 422: retries cannot help
                     raise HTTPException(HTTP_422_UNPROCESSABLE_CONTENT, f"{err}") from err
-                missing += by_file[-1][1]
-        lost = _lost_sources(by_file, dataset, data_source.structure, path_map) if missing else []
-        if lost:
-            raise HTTPException(HTTP_404_NOT_FOUND, "; ".join(map(str, lost)))
-        try:
+                missing += checked[-1].missing
+            lost = _lost_sources(checked, data_source.structure) if missing else []
+            if lost:
+                raise HTTPException(HTTP_404_NOT_FOUND, "; ".join(map(str, lost)))
             if data_source.structure_family == StructureFamily.array:
                 return FramewiseHDF5ArrayAdapter.from_catalog(
-                    data_source, node, dataset=dataset, path_map=path_map, **kwargs)
+                    data_source, node, dataset=dataset, path_map=path_map,
+                    frames=[file.frames for file in checked], **kwargs)
             return HDF5Adapter.from_catalog(data_source, node, dataset=dataset, **kwargs)
         except (BrokenLink, KeyError, OSError) as err:  # tiled's BrokenLink: a dangling link
             if missing:
