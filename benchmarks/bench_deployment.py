@@ -7,8 +7,10 @@ tiled-config`` generates) and an embedded one; frame 0 is read through each and 
 the master (the baseline). Then the doctor runs against the deployed server as it is, and with
 one part broken at a time: a wrong API key, the catalog database down, the server down, a run
 recorded outside the server's readable storage, a data file missing. Goal: a named FAIL within
-5 s each (no client retries). Beside frame 0 of the run, the same frame written to each server
-as a plain array in Tiled's own storage: what any Tiled read costs, whatever the adapter.
+5 s each (no client retries). Beside frame 0 of the run: frame 0 of a long FileWriter step scan
+(a master a point: goal, as cheap as the short run's), and the same frame written to each server
+as a plain array in Tiled's own storage, at its root and at the run's depth
+(runs/uid/primary/...: Tiled looks up each hop): what any Tiled read costs, whatever the adapter.
 
 Run with ``python benchmarks/bench_deployment.py`` (``make benchmark`` runs every benchmark).
 """
@@ -38,6 +40,19 @@ from id3c_eiger.layout import DATA_DATASET, data_file_name, frame_images
 from id3c_eiger_sim.process import free_port
 
 POINTS = 3
+LONG_POINTS = 50  # a long FileWriter step scan: 50 masters, 50 data files
+
+
+def _plain_array(uri: str, api_key: str | None, frame: np.ndarray,
+                 containers: tuple[str, ...]) -> Callable[[], object]:
+    """Reading ``frame`` back, written as a plain array in the server's own storage under
+    ``containers`` (the run's depth is runs/uid/primary: Tiled looks up each hop)."""
+    node = from_uri(uri, api_key=api_key)
+    for key in containers[:-1]:
+        node = node[key] if key in node else node.create_container(key)
+    array = node.write_array(frame[None], key=containers[-1] if len(containers) > 1 else
+                             f"plain-frame-{containers[0]}")
+    return lambda: array[0]
 
 
 def _doctor(devices: Path, uri: str, run: str, api_key: str = API_KEY) -> tuple[float, str]:
@@ -78,6 +93,7 @@ def main() -> None:
                 eiger2 = load_eiger2(CLASSIC, base, sim, f"{root}/%Y/%m/%d/",
                                      file_source="file_writer")
                 (uid,) = RE(bp.count([eiger2], num=POINTS))
+                (long_uid,) = RE(bp.count([eiger2], num=LONG_POINTS))
                 master = master_files(embedded.runs[uid].primary["eiger2_image"])[0]
 
                 def h5py_frame() -> object:
@@ -85,23 +101,27 @@ def main() -> None:
                         return frame_images(f[DATA_DATASET], 0)
 
                 baseline = median_seconds(h5py_frame)
-                print(f"frame 0 of a {POINTS}-point FileWriter count, median of repeats:")
+                print(f"frame 0 of a {POINTS}-point FileWriter count (a master and a data file a "
+                      "point), median of repeats:")
                 print(f"  h5py on the master (baseline)          {baseline * 1e3:8.1f} ms")
                 for label, catalog, key in (("deployed (PostgreSQL)", deployed, API_KEY),
                                             ("embedded (SQLite)", embedded, None)):
                     images = catalog.runs[uid].primary["eiger2_image"]
-                    # Tiled's own floor: the same frame as a plain array in its own storage.
-                    plain = from_uri(catalog.uri, api_key=key).write_array(
-                        np.asarray(h5py_frame())[None], key=f"plain-frame-{uid}")
+                    long_run = catalog.runs[long_uid].primary["eiger2_image"]
+                    frame = np.asarray(h5py_frame())
                     reads: dict[str, Callable[[], object]] = {
                         "images[0]": lambda images=images: images[0],
-                        "plain array [0]": lambda plain=plain: plain[0],
+                        f"the {LONG_POINTS}-point run's":
+                            lambda long_run=long_run: long_run[0],
+                        "plain array, root": _plain_array(catalog.uri, key, frame, (uid,)),
+                        "plain, run's depth": _plain_array(catalog.uri, key, frame,
+                                                           ("floor", uid, "primary")),
                         "from the run's uid": lambda catalog=catalog: (
                             catalog.runs[uid].primary["eiger2_image"][0]),
                     }
                     for what, read in reads.items():
                         took = median_seconds(read)
-                        print(f"  Tiled {label:21s} {what:18s} {took * 1e3:8.1f} ms = "
+                        print(f"  Tiled {label:21s} {what:20s} {took * 1e3:8.1f} ms = "
                               f"{took / baseline:6.1f} x h5py")
                 # A second run recorded through a mount the server was not configured with.
                 mount = base / "unlisted-mount"

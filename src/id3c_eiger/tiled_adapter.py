@@ -11,6 +11,10 @@ registered file's path, without resolving ``..`` or symlinks, and libhdf5 follow
 and virtual-dataset sources anywhere. This adapter refuses any master, link target or VDS source
 whose real path lies outside the readable storage, naming the path and the rule.
 
+Each request is cheap however many files a run has: the server keeps each registered file's
+check and frame geometry while every path the check visited is unchanged (``signature``), and
+reads a frame from its own file only.
+
 The embedded server uses it (``catalog.open_catalog``). A deployed server names
 ``framewise_catalog`` as its tree (what ``id3c-eiger tiled-config`` writes), which gives the
 adapter the server's readable storage and path map from the configuration::
