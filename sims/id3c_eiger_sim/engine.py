@@ -128,19 +128,19 @@ class AcquisitionEngine:
                 if received is None:
                     break
                 gate = received
+            start = self._clock()  # the exposure starts at the trigger, not once it is shown
             await self._report("Acquire", "Acquiring")
             if plan.mode in _ENABLE_MODES:
                 exposure = gate if plan.mode is TriggerMode.EXTERNAL_ENABLE and gate > 0 else (
                     plan.count_time
                 )
-                await self._series(1, exposure)
+                await self._series(1, exposure, start)
             else:
-                await self._series(plan.n_images, plan.frame_time)
+                await self._series(plan.n_images, plan.frame_time, start)
             triggers_done += 1
         return self.produced
 
-    async def _series(self, n: int, period: float) -> None:
-        start = self._clock()
+    async def _series(self, n: int, period: float, start: float) -> None:
         done = 0
         while done < n and not self.stopped:
             due = (min(n, int((self._clock() - start) / period + 1e-9)) if self._paced

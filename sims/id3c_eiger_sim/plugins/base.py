@@ -52,6 +52,14 @@ class NDArray:
     timestamp: float  # s since the Unix epoch
 
 
+async def post(record: Any, value: Any) -> None:
+    """Set a scalar readback as a record the driver processes does: with MDEL 0 (ai, longin;
+    bi and mbbi alike) a monitor is posted only when the value changes, so an unchanged value
+    costs nothing on the wire."""
+    if record.value != value:
+        await record.write(value)
+
+
 class PortError(ValueError):
     """An ``NDArrayPort`` that names no port, or one that would feed a plugin its own output."""
 
@@ -296,8 +304,8 @@ class PluginDriver:
         if self.DroppedArrays_RBV.value != self._dropped:
             await self.DroppedArrays.write(self._dropped, verify_value=False)
             await self.DroppedArrays_RBV.write(self._dropped)
-        await self.QueueFree.write(max(0, self.queue_size - queued))
-        await self.NumQueuedArrays.write(queued)
+        await post(self.QueueFree, max(0, self.queue_size - queued))
+        await post(self.NumQueuedArrays, queued)
 
     # --- the plugin kind's work ---------------------------------------------------------------
 

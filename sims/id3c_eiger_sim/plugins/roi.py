@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import DTYPE_BY_NAME, NDArray, PluginDriver
+from .base import DTYPE_BY_NAME, NDArray, PluginDriver, post
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,11 @@ class ROIPlugin(PluginDriver):
     async def show(self, result: dict[str, Any]) -> None:
         (width, height), output = result["extent"], result["output"].data
         for name, axis, extent in (("X", result["x"], width), ("Y", result["y"], height)):
-            await getattr(self, f"MaxSize{name}_RBV").write(extent)
-            await getattr(self, f"Min{name}_RBV").write(axis.offset)
-            await getattr(self, f"Size{name}_RBV").write(axis.size)
-            await getattr(self, f"Bin{name}_RBV").write(axis.binning)
-        await self.ArraySizeX_RBV.write(output.shape[1])
-        await self.ArraySizeY_RBV.write(output.shape[0])
-        await self.ArraySize0_RBV.write(output.shape[1])
-        await self.ArraySize1_RBV.write(output.shape[0])
+            await post(getattr(self, f"MaxSize{name}_RBV"), extent)
+            await post(getattr(self, f"Min{name}_RBV"), axis.offset)
+            await post(getattr(self, f"Size{name}_RBV"), axis.size)
+            await post(getattr(self, f"Bin{name}_RBV"), axis.binning)
+        await post(self.ArraySizeX_RBV, output.shape[1])
+        await post(self.ArraySizeY_RBV, output.shape[0])
+        await post(self.ArraySize0_RBV, output.shape[1])
+        await post(self.ArraySize1_RBV, output.shape[0])

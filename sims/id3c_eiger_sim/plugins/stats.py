@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import NDArray, PluginDriver
+from .base import NDArray, PluginDriver, post
 
 
 def statistics(data: np.ndarray, bgd_width: int) -> dict[str, float]:
@@ -94,5 +94,6 @@ class StatsPlugin(PluginDriver):
             if isinstance(value, np.ndarray):  # a profile, in a waveform of the maximum size
                 padded = np.zeros(len(record.value))
                 padded[: value.size] = value[: len(padded)]
-                value = padded
-            await record.write(value)
+                await record.write(padded)  # a waveform posts each time it is processed
+            else:
+                await post(record, value)
