@@ -38,6 +38,7 @@ __all__ = [
     "PREFIX",
     "Sim",
     "blob_detector",
+    "marginal_per_point",
     "median_seconds",
     "per_point_overhead",
     "simulator_and_catalog",
@@ -53,6 +54,19 @@ def per_point_overhead(RE: object, detector: object) -> float:
     start = time.perf_counter()
     RE(bp.count([detector], num=POINTS))
     return (time.perf_counter() - start) / POINTS - EXPOSURE
+
+
+def marginal_per_point(RE: object, detector: object) -> float:
+    """Seconds a point adds beyond the exposure, stage, run and TiledWriter's end left out:
+    (t(count(POINTS + 1)) - t(count(1))) / POINTS."""
+    import bluesky.plans as bp
+
+    def wall(points: int) -> float:
+        start = time.perf_counter()
+        RE(bp.count([detector], num=points))
+        return time.perf_counter() - start
+
+    return (wall(POINTS + 1) - wall(1)) / POINTS - EXPOSURE
 
 
 def median_seconds(read: Callable[[], object], repeats: int = REPEATS) -> float:
