@@ -158,3 +158,28 @@ def test_stock_ophyd_single_trigger_reads_stats_at_each_point(sim: Sim, RE) -> N
     assert len(totals) == 3 and all(t > 0 for t in totals)
     assert totals[-1] == sim.get("Stats1:Total_RBV")  # the last frame's, not a stale value
     assert sim.get("Stats1:ArrayCounter_RBV") == 3  # one frame per point, each one counted
+
+
+def test_a_readback_posts_a_monitor_only_when_it_changes(sim: Sim) -> None:
+    """As records with MDEL 0: ROI1's region readbacks, the same for every array, post once;
+    the array counter posts for each array."""
+    import epics
+
+    enable(sim, "ROI1:", ROI1_MinX=10, ROI1_SizeX=64)
+    updates: dict[str, list[object]] = {"ROI1:SizeX_RBV": [], "ROI1:ArrayCounter_RBV": []}
+    monitors = [epics.PV(sim.prefix + suffix, auto_monitor=True,
+                         callback=lambda value, seen=seen, **_: seen.append(value))
+                for suffix, seen in updates.items()]
+    try:
+        for pv in monitors:
+            assert pv.wait_for_connection(timeout=10)
+        sim.put("cam1:WaitForPlugins", "Yes")
+        sim.stream(5, AcquireTime=0.01, AcquirePeriod=0.01)
+        deadline = time.monotonic() + 5
+        while len(updates["ROI1:ArrayCounter_RBV"]) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for pv in monitors:
+            pv.disconnect()
+    assert len(updates["ROI1:ArrayCounter_RBV"]) == 6  # the connection's value, then 5 arrays
+    assert updates["ROI1:SizeX_RBV"][-1] == 64 and len(updates["ROI1:SizeX_RBV"]) <= 2
