@@ -48,9 +48,11 @@ __all__ = [
 
 
 def per_point_overhead(RE: object, detector: object) -> float:
-    """Seconds per point beyond the exposure for count(num=POINTS), staging included."""
+    """Seconds per point beyond the exposure for count(num=POINTS), staging included, after a
+    one-point count (a new device's first stage connects its lazy signals: once a session)."""
     import bluesky.plans as bp
 
+    RE(bp.count([detector], num=1))
     start = time.perf_counter()
     RE(bp.count([detector], num=POINTS))
     return (time.perf_counter() - start) / POINTS - EXPOSURE
