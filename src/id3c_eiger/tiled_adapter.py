@@ -240,6 +240,12 @@ def _open(path: str | Path, dataset: str | None, path_map: PathMap,
         yield node
 
 
+def _decoded_attrs(node: Any) -> dict[str, Any]:
+    """A dataset's or group's HDF5 attributes as the adapter's metadata, bytes as text."""
+    return {k: v.decode() if isinstance(v, bytes) else v
+            for k, v in getattr(node, "attrs", {}).items()}
+
+
 class _Frames:
     """A dataset of frames as dask sees an array: shape, dtype and chunks, read by slices on
     demand through ``_open``. A virtual dataset, which has no chunks, gets one block a frame
@@ -250,7 +256,7 @@ class _Frames:
         self.path, self.dataset, self.path_map, self.options = path, dataset, path_map, options
         self.shape, self.dtype, self.ndim = ds.shape, ds.dtype, ds.ndim
         self.chunks = (1, *ds.shape[1:]) if ds.is_virtual else ds.chunks or ds.shape
-        self.attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in ds.attrs.items()}
+        self.attrs = _decoded_attrs(ds)
 
     @classmethod
     def of(cls, path: str | Path, dataset: str | None, path_map: PathMap,
@@ -386,8 +392,7 @@ class FramewiseHDF5ArrayAdapter(HDF5ArrayAdapter):
             metadata.update(frames[0].attrs)
         else:
             with _open(files[0], dataset, path_map, **options) as ds:
-                metadata.update({k: v.decode() if isinstance(v, bytes) else v
-                                 for k, v in getattr(ds, "attrs", {}).items()})
+                metadata.update(_decoded_attrs(ds))
         adapter = cls(built, structure, metadata=metadata, specs=node.specs)
         if direct:
             adapter._build = build
