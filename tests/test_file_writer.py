@@ -15,7 +15,7 @@ import pytest
 
 from helpers import Sim, expected_frames, master_frames
 from id3c_eiger.layout import DATA_DATASET, read_metadata
-from id3c_eiger_sim.process import SimulatorProcess
+from id3c_eiger_sim.process import SimulatorProcess, start_simulator
 
 
 @pytest.fixture
@@ -239,3 +239,18 @@ def test_data_source_file_writer_without_the_file_writer_refuses_to_arm(sim: Sim
     sim.put("cam1:DataSource", "Stream")
     sim.put("cam1:Acquire", "Acquire")  # the IOC keeps working
     assert sim.text("cam1:DetectorState_RBV") == "Idle"
+
+
+def test_a_dcu_disk_made_for_the_simulator_goes_with_it_and_one_given_stays(
+        spare_port: int, tmp_path: Path) -> None:
+    """A fly scan's series are GBs on the DCU disk: one start_simulator made must not outlive
+    the process (each benchmark had left 3 GB in /tmp); a disk the caller gave is the caller's."""
+    made = start_simulator("DCUTMP:", spare_port, [tmp_path])
+    (made.dcu_root / "series_1_master.h5").write_bytes(b"kept until stop")
+    made.stop()
+    assert not made.dcu_root.exists()
+    given = tmp_path / "dcu"
+    given.mkdir()
+    with start_simulator("DCUTMP:", spare_port, [tmp_path], dcu_root=given) as ioc:
+        assert ioc.dcu_root == given
+    assert given.is_dir()

@@ -7,6 +7,7 @@ real Channel Access rather than an in-process stand-in.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,9 +59,12 @@ class SimulatorProcess:
     pva_port: int = 0  # its PV Access search port (Pva1:Image)
     dcu_root: Path | None = None  # the detector's own disk (its FileWriter's series)
     output: list[str] = field(default_factory=list)
+    owns_dcu_root: bool = False  # made for it by start_simulator: removed at stop
+
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> None:
-        """Stop the process (``sig``, then SIGKILL if it lingers past ``timeout``)."""
+        """Stop the process (``sig``, then SIGKILL if it lingers past ``timeout``); a DCU disk
+        made for it goes with it (a fly scan's series kept there are GBs)."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -68,6 +72,8 @@ class SimulatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout)
+        if self.owns_dcu_root and self.dcu_root is not None:
+            shutil.rmtree(self.dcu_root, ignore_errors=True)
 
     def __enter__(self) -> SimulatorProcess:
         return self
@@ -108,6 +114,7 @@ def start_simulator(prefix: str, port: int, roots: list[Path], *, seed: int = 0,
     (share, mount point) it runs as on a host of its own (``ioc_host_command``); ``roots`` are
     then as that host sees them."""
     pva_port = free_port()
+    owns_dcu_root = dcu_root is None
     dcu_root = dcu_root or Path(tempfile.mkdtemp(prefix="id3c-eiger-dcu-"))
     cmd = [sys.executable, "-m", "id3c_eiger_sim", "--prefix", prefix, "--port", str(port),
            "--pva-port", str(pva_port), "--dcu-root", str(dcu_root), "--seed", str(seed), *extra]
@@ -120,7 +127,8 @@ def start_simulator(prefix: str, port: int, roots: list[Path], *, seed: int = 0,
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env=env, user=user, start_new_session=True,
                                preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
-    simulator = SimulatorProcess(prefix, port, list(roots), process, pva_port, dcu_root)
+    simulator = SimulatorProcess(prefix, port, list(roots), process, pva_port, dcu_root,
+                                 owns_dcu_root=owns_dcu_root)
     ready = threading.Event()
 
     def pump() -> None:
