@@ -355,7 +355,10 @@ class DetectorControlUnit:
         fd = self.ioc.roots.open_directory(directory)
         try:
             with open(source, "rb") as src, open(f"/proc/self/fd/{fd}/{source.name}", "xb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 22)
+                # In the kernel, one call a GB: a copy loop in Python waited for the GIL at
+                # each chunk while the plugins ran (0.5 s a data file instead of 0.14 s).
+                while os.sendfile(dst.fileno(), src.fileno(), None, 1 << 30):
+                    pass
                 perms = int(cam.FilePerms.value)
                 if 0 < perms <= 777:
                     os.fchmod(dst.fileno(), int(str(perms), 8))
