@@ -99,3 +99,21 @@ def test_path_records_are_char_waveforms_beyond_40_characters(sim: Sim, suffix: 
     pv = sim.pv(suffix)
     assert pv.type.endswith("char")
     assert pv.nelm >= 256
+
+
+def test_each_record_has_its_own_alarm(sim: Sim, data_root) -> None:
+    """As in an IOC's database: a refused FilePath raises WriteStatus's alarm only, and a
+    refused port NDArrayPort_RBV's only (caproto's PVGroup shares one alarm among all its PVs
+    unless told otherwise, so every HDF1: record turned MAJOR with WriteStatus)."""
+
+    def severity(suffix: str) -> int:
+        return sim.pv(suffix).get_with_metadata(form="time", use_monitor=False, timeout=5)["severity"]
+
+    sim.put("HDF1:FilePath", "relative/not/allowed")
+    assert severity("HDF1:WriteStatus") == 2
+    assert [severity(s) for s in ("HDF1:FileName", "HDF1:NumCaptured_RBV", "cam1:AcquireTime")] == [0, 0, 0]
+    sim.put("Stats2:NDArrayPort", "NOPE")
+    assert severity("Stats2:NDArrayPort_RBV") == 2
+    assert severity("Stats2:MeanValue_RBV") == 0
+    sim.put("HDF1:FilePath", f"{data_root}/")
+    assert severity("HDF1:WriteStatus") == 0

@@ -73,6 +73,9 @@ def record_pv(record: Record, put: Putter | None = None, **overrides: Any) -> pv
         "name": record.suffix,
         "record": client_fields(record.record_type),
         "doc": f"{record.plugin}{record.suffix} ({record.record_type})",
+        # Its own SEVR/STAT, as a record has: caproto's default shares one alarm among all a
+        # group's PVs, so one raised alarm showed on every record and was sent to all of them.
+        "alarm_group": record.suffix,
     }
     if kind == "enum":
         index = int(record.default or 0)
