@@ -91,6 +91,7 @@ def test_a_step_scan_arms_once_and_a_stop_from_a_panel_fails_it_keeping_every_fr
     def stop_after_the_third(name: str, doc: dict) -> None:
         if name == "event" and doc["seq_num"] == 3:
             sim.put("cam1:Acquire", "Done")  # someone presses Stop on a panel
+            time.sleep(0.3)  # the device hears of it before the next point, not during it
 
     with pytest.raises(Exception) as raised:
         RE(bp.count([eiger2], num=20), stop_after_the_third)

@@ -796,6 +796,11 @@ class Eiger2Detector(AreaDetector[Eiger2DriverIO]):
             await self._disarm_points()
         if not self._armed_for_points:
             await self._arm_for_points()
+        elif not await self.driver.armed.get_value():  # from the monitor: no round trip
+            # The arm ended between points (a stop from a panel); a trigger now would be ignored.
+            reading = await self._health(ctx.collections_written)
+            check_errors(reading)
+            raise self._arm_ended_error(reading)
         frames = ctx.trigger_info.collections_per_event
         self._triggers_sent += 1
         self._frames_of_arm += frames
