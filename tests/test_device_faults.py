@@ -188,7 +188,7 @@ def test_a_frozen_ioc_ends_the_plan_in_bounded_time(flavour, tmp_path, lonely_io
         RE(bp.count([eiger2], num=5), freeze)
     elapsed = time.monotonic() - started
     error = first_cause(raised.value)
-    assert isinstance(error, DetectorError), repr(error)
+    assert isinstance(error, DetectorNotResponding), repr(error)  # not a stall: the IOC is silent
     assert "DIE:" in str(error)
     assert elapsed < 45, f"{elapsed:.1f} s to the error"
     ioc.process.send_signal(signal.SIGCONT)

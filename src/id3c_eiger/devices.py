@@ -61,6 +61,7 @@ FILE_TEMPLATE = "%s%s_%6.6d.h5"  # (path, name, number): ADCore's default FileTe
 SIGNAL_TIMEOUT = 10.0  # s: every put-and-readback of a stage or unstage
 TRIGGER_MARGIN = 10.0  # s: a trigger may take this long beyond NumImages x AcquirePeriod
 ARM_TIMEOUT = 10.0  # s: from Acquire to Armed
+HEALTH_TIMEOUT = 3.0  # s: an IOC that does not answer a read in this time is not answering
 
 logger = logging.getLogger(__name__)
 
@@ -702,9 +703,18 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         except (TimeoutError, DisconnectedError) as err:
             raise self._not_responding(SIGNAL_TIMEOUT) from err
 
+    def _ioc_answers(self) -> bool:
+        """The IOC answers a read of the camera's state within ``HEALTH_TIMEOUT`` (a frozen IOC
+        keeps its connections open, so being connected does not say it answers)."""
+        try:
+            self.cam.detector_state.get(use_monitor=False, timeout=HEALTH_TIMEOUT)
+        except (TimeoutError, DisconnectedError):
+            return False
+        return True
+
     def _point_timeout_error(self) -> Exception:
-        """Why a point did not finish in time, from what is known without asking the IOC."""
-        if not self._ioc_connected():
+        """Why a point did not finish in time: a silent IOC, its own error, or a stall."""
+        if not self._ioc_connected() or not self._ioc_answers():
             return self._not_responding(self._trigger_timeout)
         reading = self._health()
         try:
