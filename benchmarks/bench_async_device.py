@@ -93,7 +93,6 @@ def fly_scan(RE: RunEngine, sim: Sim, catalog: object, root: Path, file_source: 
           f"the first run of the settings {cold:.2f} s = {cold / ideal:.3f} x (the simulator "
           "builds its frame pool at that arm)")
     if file_source == "file_writer":
-        sim.put("cam1:FWAutoRemove", "Disable")
         print(f"  FWAutoRemove Enable; the floor is ADEiger's: after the FileWriter's last file it "
               f"waits a fixed {FW_SETTLE:g} s, so {(ideal + FW_SETTLE) / ideal:.3f} x at best")
     print(f"  {', '.join(f'{k} {v}' for k, v in counted.items())}, Tiled shape {images.shape}, "

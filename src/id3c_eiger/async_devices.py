@@ -84,6 +84,7 @@ from .geometry import (
     check_roi,
 )
 from .health import (
+    HEALTH_TIMEOUT,
     RECONNECT_TIMEOUT,
     DetectorError,
     DetectorNotResponding,
@@ -105,7 +106,6 @@ from .paths import (
 from .point_counters import ARMED_TRIGGERS
 
 IDLE_TIMEOUT = 10.0  # s: after the last frame, the detector must report Idle within this
-HEALTH_TIMEOUT = 3.0  # s: an IOC that does not answer a health read in this time is not answering
 UNSTAGE_TIMEOUT = 15.0  # s: stopping the capture and the detector (and the last download)
 FLY_FRAMES_PER_FILE = 1000  # FWNImagesPerFile of a fly scan's series (DECTRIS' default)
 DATA_KEY_SUFFIX = "_image"  # data key <name>_image, as the classic device's

@@ -44,6 +44,7 @@ from .file_writer import (
 )
 from .geometry import DATA_TYPE_BY_BITS, EIGER2_500K, Roi, check_images_per_point, check_roi
 from .health import (
+    HEALTH_TIMEOUT,
     RECONNECT_TIMEOUT,
     DetectorError,
     HealthReading,
@@ -61,7 +62,6 @@ FILE_TEMPLATE = "%s%s_%6.6d.h5"  # (path, name, number): ADCore's default FileTe
 SIGNAL_TIMEOUT = 10.0  # s: every put-and-readback of a stage or unstage
 TRIGGER_MARGIN = 10.0  # s: a trigger may take this long beyond NumImages x AcquirePeriod
 ARM_TIMEOUT = 10.0  # s: from Acquire to Armed
-HEALTH_TIMEOUT = 3.0  # s: an IOC that does not answer a read in this time is not answering
 
 logger = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 # s: stage waits this long for an IOC that went away. Channel Access clients find a restarted
 # IOC by their search back-off; measured here with a CA repeater: 4 to 20 s per channel.
 RECONNECT_TIMEOUT = 30.0
+HEALTH_TIMEOUT = 3.0  # s: an IOC that does not answer a health read in this time is not answering
 
 
 class DetectorError(RuntimeError):
