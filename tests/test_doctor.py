@@ -4,11 +4,20 @@ each broken hop is named with its fix, one FAIL line, non-zero exit, no tracebac
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import bluesky.plans as bp
+import caproto
 import h5py
 import matplotlib.image
 import numpy as np
@@ -149,6 +158,80 @@ def test_ioc_that_does_not_answer_is_named_with_the_prefix(counted, capsys) -> N
     (line,) = failing(out)
     assert line.startswith("FAIL  IOC answers") and "'NOSUCHIOC:'" in line
     assert "EPICS_CA_ADDR_LIST" in line
+
+
+def _devices_for(prefix: str, tmp_path: Path) -> Path:
+    devices = tmp_path / "devices.yml"
+    devices.write_text(yaml.safe_dump({CLASSIC: [{
+        "name": "eiger2", "prefix": prefix, "write_path_template": f"{tmp_path}/%Y/"}]}))
+    return devices
+
+
+@contextlib.contextmanager
+def _searches_answered(port: int, prefix: str, tcp_port: int) -> Iterator[None]:
+    """CA's UDP search for ``prefix``'s PVs answered on ``port`` with a TCP port that refuses:
+    an IOC behind a firewall that passes UDP 5064 and rejects TCP."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", port))
+    udp.settimeout(0.1)
+    stop = threading.Event()
+
+    def answer() -> None:
+        broadcaster = caproto.Broadcaster(our_role=caproto.SERVER)
+        while not stop.is_set():
+            try:
+                data, client = udp.recvfrom(65536)
+            except TimeoutError:
+                continue
+            replies = [caproto.SearchResponse(tcp_port, "127.0.0.1", command.cid, 13)
+                       for command in broadcaster.recv(data, client)
+                       if isinstance(command, caproto.SearchRequest)
+                       and command.name.startswith(prefix)]
+            if replies:
+                udp.sendto(broadcaster.send(caproto.VersionResponse(13), *replies), client)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+        udp.close()
+
+
+def test_an_ioc_whose_tcp_is_refused_is_named_with_its_address(tmp_path, spare_port) -> None:
+    closed = free_port()  # nothing listens there
+    with _searches_answered(spare_port, "WALLED:", closed):
+        hops = list(check_chain(_devices_for("WALLED:", tmp_path), ca_timeout=1))
+    assert [hop.passed for hop in hops] == [True, False]
+    detail = hops[-1].detail
+    assert f"the IOC at 127.0.0.1:{closed} answered the search for WALLED:cam1:Model_RBV" in detail
+    assert "not the read" in detail and f"let TCP through to 127.0.0.1:{closed}" in detail
+
+
+def test_an_ioc_that_is_not_an_adeiger_is_named_with_the_pv_it_lacks(tmp_path,
+                                                                      spare_port) -> None:
+    """A prefix that names another areaDetector IOC: its camera answers, its HDF1 does not."""
+    server = textwrap.dedent("""
+        from caproto.server import PVGroup, pvproperty, run
+        class Camera(PVGroup):
+            model = pvproperty(name="cam1:Model_RBV", value="Basic simulator", read_only=True)
+        run(Camera(prefix="SIMDET:").pvdb, interfaces=["127.0.0.1"])
+    """)
+    env = {**os.environ, "EPICS_CA_SERVER_PORT": str(spare_port)}
+    process = subprocess.Popen([sys.executable, "-c", server], env=env)
+    try:
+        devices = _devices_for("SIMDET:", tmp_path)
+        deadline = time.monotonic() + 20
+        while (hops := list(check_chain(devices, ca_timeout=1)))[1].detail.startswith("no answ"):
+            assert time.monotonic() < deadline, "the stand-in camera IOC did not start"
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert [hop.passed for hop in hops] == [True, False]
+    assert "SIMDET: answers, but no IOC serves SIMDET:HDF1:FilePath_RBV" in hops[-1].detail
+    assert "point prefix 'SIMDET:' at the ADEiger IOC" in hops[-1].detail
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--master", help="check this master (or HDF1) file alone (no IOC, no "
                         "Tiled)")
     doctor.add_argument("--devices", help=DEVICES_HELP)
-    doctor.add_argument("--timeout", type=float, default=2.0, help="s to wait for each PV")
+    doctor.add_argument("--timeout", type=float,
+                        help="s to wait for each PV (default: 5, pyepics' connection timeout)")
     doctor.add_argument("--runs", type=int, metavar="N",
                         help="check that the last N runs in --tiled read, one line each (no IOC)")
     _tiled_options(doctor, "device name in the devices file (default: the run's detector "
@@ -210,8 +211,9 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.master is not None:
         hops = check_master_file(args.master)
     else:
+        timeout = {} if args.timeout is None else {"ca_timeout": args.timeout}
         hops = check_chain(args.devices, detector=args.detector, tiled_uri=args.tiled,
-                           api_key=args.api_key, run=args.run, ca_timeout=args.timeout)
+                           api_key=args.api_key, run=args.run, **timeout)
     status = _print_hops(hops)
     if status == 0 and args.master is None and args.tiled is None:
         print("(Tiled not checked: give --tiled URI to check the run, its files and frame 0)")

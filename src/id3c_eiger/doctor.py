@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import caproto
 import h5py
 import numpy as np
 import tiled
 from caproto import CaprotoTimeoutError, ChannelType
 from caproto.sync.client import read as ca_read
+from caproto.sync.client import search as ca_search
 
 from .catalog import (
     Catalog,
@@ -43,7 +45,9 @@ from .path_map import PATH_MAP_VARIABLE, PathMap
 from .paths import PathTemplates, ReadPathError
 from .tiled_adapter import FramewiseHDF5Adapter, framewise_catalog
 
-CA_TIMEOUT = 2.0  # s for each PV the doctor reads
+# s for each PV the doctor reads: pyepics' connection timeout. With 2 s, CI's loaded host once
+# took the IOC of a passing chain for a dead one.
+CA_TIMEOUT = 5.0
 FRAME_READ_BOUND = 2.0  # s: Tiled serving one 1 MB frame slower than this is broken, not slow
 STREAM = "primary"  # the stream bp.count and fly_frames write the frames to
 DEFAULT_DETECTOR = "eiger2"  # checked when neither --detector nor a run names one
@@ -138,13 +142,55 @@ def check_devices_entry(devices_file: str | os.PathLike[str], name: str
                f"{where}, files by {source.value}"), settings
 
 
+class _Unanswered(Exception):
+    """A PV the doctor could not read: ``server`` is who answered its search (None: nobody)."""
+
+    def __init__(self, pv: str, server: tuple[str, int] | None, cause: str = "") -> None:
+        super().__init__(pv)
+        self.pv, self.server, self.cause = pv, server, cause
+
+
 def _ca_text(pv: str, timeout: float) -> str:
-    """A PV's value as text: enum strings as named, CHAR waveforms decoded."""
-    response = ca_read(pv, timeout=timeout, repeater=False)
+    """A PV's value as text (enum strings as named, CHAR waveforms decoded). Searches first, so
+    that a failure tells an unanswered search (UDP) from an unanswered read (TCP)."""
+    udp = caproto.bcast_socket()
+    try:
+        udp.bind(("", 0))
+        server = ca_search(pv, udp, timeout)
+    except CaprotoTimeoutError:
+        raise _Unanswered(pv, None) from None
+    finally:
+        udp.close()
+    try:
+        response = ca_read(pv, timeout=timeout, repeater=False)
+    except (CaprotoTimeoutError, OSError) as err:
+        raise _Unanswered(pv, server, str(err) or type(err).__name__) from None
     if response.data_type == ChannelType.CHAR:
         return bytes(bytearray(response.data)).split(b"\0")[0].decode(errors="replace")
     value = response.data[0] if len(response.data) else ""
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _unanswered_hop(failed: _Unanswered, prefix: str, first: bool, timeout: float) -> Hop:
+    """The FAIL of the IOC hop, by what did not answer: nobody (the IOC is down or not reached),
+    the IOC about one of its PVs (not an ADEiger IOC), or its TCP circuit (firewall, hung)."""
+    if failed.server is not None:
+        host, port = failed.server
+        return Hop("IOC answers", False,
+                   f"the IOC at {host}:{port} answered the search for {failed.pv} but not the "
+                   f"read in {timeout:g} s ({failed.cause}). Fix: let TCP through to "
+                   f"{host}:{port} (a firewall that passes CA's UDP search but not its TCP "
+                   "circuit does this), or restart the IOC if it hangs")
+    if first:
+        addresses = os.environ.get("EPICS_CA_ADDR_LIST", "(unset: broadcast)")
+        return Hop("IOC answers", False,
+                   f"no answer from {failed.pv} in {timeout:g} s (EPICS_CA_ADDR_LIST "
+                   f"{addresses}). Fix: start the IOC, check prefix {prefix!r} in the devices "
+                   "file, or set EPICS_CA_ADDR_LIST to reach the IOC host")
+    return Hop("IOC answers", False,
+               f"{prefix} answers, but no IOC serves {failed.pv} (searched {timeout:g} s). Fix: "
+               f"point prefix {prefix!r} at the ADEiger IOC (an EIGER2 with ADCore's HDF1 "
+               "plugin and, for file_source file_writer, its FileWriter records)")
 
 
 def check_ioc(settings: DetectorSettings, timeout: float = CA_TIMEOUT
@@ -159,12 +205,8 @@ def check_ioc(settings: DetectorSettings, timeout: float = CA_TIMEOUT
                    *(DCU_PVS if by_dcu else ())):
         try:
             values[suffix] = _ca_text(prefix + suffix, timeout)
-        except CaprotoTimeoutError:
-            addresses = os.environ.get("EPICS_CA_ADDR_LIST", "(unset: broadcast)")
-            return [Hop("IOC answers", False,
-                        f"no answer from {prefix}{suffix} in {timeout:g} s (EPICS_CA_ADDR_LIST "
-                        f"{addresses}). Fix: start the IOC, check prefix {prefix!r} in the devices "
-                        "file, or set EPICS_CA_ADDR_LIST to reach the IOC host")], values
+        except _Unanswered as failed:
+            return [_unanswered_hop(failed, prefix, not values, timeout)], values
     writer = "DCU FileWriter" if by_dcu else "HDF5 plugin"
     hops = [Hop("IOC answers", True, f"{prefix} serves a {values['cam1:Model_RBV']} with its "
                 f"{writer}")]
