@@ -151,20 +151,21 @@ def test_doctor_runs_checks_the_last_runs_a_line_each(tmp_path, sim, RE, catalog
     assert status == EXIT_ERROR and "at least 1" in err
 
 
-def test_ioc_that_does_not_answer_is_named_with_the_prefix(counted, capsys) -> None:
-    devices = rewrite(counted[0], prefix="NOSUCHIOC:")
+def _devices_for(prefix: str, tmp_path: Path) -> Path:
+    """A devices file naming ``prefix``, for the hops that need no count (the IOC's)."""
+    devices = tmp_path / "devices.yml"
+    devices.write_text(yaml.safe_dump({CLASSIC: [{
+        "name": "eiger2", "prefix": prefix, "write_path_template": f"{tmp_path}/%Y/"}]}))
+    return devices
+
+
+def test_ioc_that_does_not_answer_is_named_with_the_prefix(tmp_path, capsys) -> None:
+    devices = _devices_for("NOSUCHIOC:", tmp_path)
     status, out, _ = run(capsys, "doctor", "--devices", str(devices), "--timeout", "0.5")
     assert status == EXIT_FAIL
     (line,) = failing(out)
     assert line.startswith("FAIL  IOC answers") and "'NOSUCHIOC:'" in line
     assert "EPICS_CA_ADDR_LIST" in line
-
-
-def _devices_for(prefix: str, tmp_path: Path) -> Path:
-    devices = tmp_path / "devices.yml"
-    devices.write_text(yaml.safe_dump({CLASSIC: [{
-        "name": "eiger2", "prefix": prefix, "write_path_template": f"{tmp_path}/%Y/"}]}))
-    return devices
 
 
 @contextlib.contextmanager
