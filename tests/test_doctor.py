@@ -231,7 +231,8 @@ def test_an_ioc_that_is_not_an_adeiger_is_named_with_the_pv_it_lacks(tmp_path,
         process.terminate()
         process.wait(10)
     assert [hop.passed for hop in hops] == [True, False]
-    assert "SIMDET: answers, but no IOC serves SIMDET:HDF1:FilePath_RBV" in hops[-1].detail
+    assert ("SIMDET: answers, but no IOC answered the search for SIMDET:HDF1:FilePath_RBV"
+            in hops[-1].detail)
     assert "point prefix 'SIMDET:' at the ADEiger IOC" in hops[-1].detail
 
 

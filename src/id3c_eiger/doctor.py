@@ -188,9 +188,11 @@ def _unanswered_hop(failed: _Unanswered, prefix: str, first: bool, timeout: floa
                    f"{addresses}). Fix: start the IOC, check prefix {prefix!r} in the devices "
                    "file, or set EPICS_CA_ADDR_LIST to reach the IOC host")
     return Hop("IOC answers", False,
-               f"{prefix} answers, but no IOC serves {failed.pv} (searched {timeout:g} s). Fix: "
+               f"{prefix} answers, but no IOC answered the search for {failed.pv} in "
+               f"{timeout:g} s: {prefix!r} is not an ADEiger IOC, or it stopped answering. Fix: "
                f"point prefix {prefix!r} at the ADEiger IOC (an EIGER2 with ADCore's HDF1 "
-               "plugin and, for file_source file_writer, its FileWriter records)")
+               "plugin and, for file_source file_writer, its FileWriter records), or run the "
+               "doctor again if the IOC was busy")
 
 
 def check_ioc(settings: DetectorSettings, timeout: float = CA_TIMEOUT
