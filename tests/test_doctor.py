@@ -168,10 +168,20 @@ def test_ioc_that_does_not_answer_is_named_with_the_prefix(tmp_path, capsys) -> 
     assert "EPICS_CA_ADDR_LIST" in line
 
 
+def test_an_address_list_that_cannot_be_sent_to_is_named(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EPICS_CA_ADDR_LIST", "127.0.0.1:0")  # caproto reads it at each search
+    hops = list(check_chain(_devices_for("NOSUCHIOC:", tmp_path), ca_timeout=0.5))
+    assert [hop.passed for hop in hops] == [True, False]
+    detail = hops[-1].detail
+    assert "the search for NOSUCHIOC:cam1:Model_RBV could not be sent" in detail
+    assert "127.0.0.1:0" in detail and "Fix: set EPICS_CA_ADDR_LIST" in detail
+
+
 @contextlib.contextmanager
 def _searches_answered(port: int, prefix: str, tcp_port: int) -> Iterator[None]:
     """CA's UDP search for ``prefix``'s PVs answered on ``port`` with a TCP port that refuses:
     an IOC behind a firewall that passes UDP 5064 and rejects TCP."""
+    version = caproto.DEFAULT_PROTOCOL_VERSION
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", port))
     udp.settimeout(0.1)
@@ -184,12 +194,12 @@ def _searches_answered(port: int, prefix: str, tcp_port: int) -> Iterator[None]:
                 data, client = udp.recvfrom(65536)
             except TimeoutError:
                 continue
-            replies = [caproto.SearchResponse(tcp_port, "127.0.0.1", command.cid, 13)
+            replies = [caproto.SearchResponse(tcp_port, "127.0.0.1", command.cid, version)
                        for command in broadcaster.recv(data, client)
                        if isinstance(command, caproto.SearchRequest)
                        and command.name.startswith(prefix)]
             if replies:
-                udp.sendto(broadcaster.send(caproto.VersionResponse(13), *replies), client)
+                udp.sendto(broadcaster.send(caproto.VersionResponse(version), *replies), client)
 
     thread = threading.Thread(target=answer, daemon=True)
     thread.start()

@@ -23,7 +23,7 @@ import caproto
 import h5py
 import numpy as np
 import tiled
-from caproto import CaprotoTimeoutError, ChannelType
+from caproto import CaprotoNetworkError, CaprotoTimeoutError, ChannelType
 from caproto.sync.client import read as ca_read
 from caproto.sync.client import search as ca_search
 
@@ -159,6 +159,8 @@ def _ca_text(pv: str, timeout: float) -> str:
         server = ca_search(pv, udp, timeout)
     except CaprotoTimeoutError:
         raise _Unanswered(pv, None) from None
+    except CaprotoNetworkError as err:  # an address of EPICS_CA_ADDR_LIST cannot be sent to
+        raise _Unanswered(pv, None, str(err)) from None
     finally:
         udp.close()
     try:
@@ -172,8 +174,9 @@ def _ca_text(pv: str, timeout: float) -> str:
 
 
 def _unanswered_hop(failed: _Unanswered, prefix: str, first: bool, timeout: float) -> Hop:
-    """The FAIL of the IOC hop, by what did not answer: nobody (the IOC is down or not reached),
-    the IOC about one of its PVs (not an ADEiger IOC), or its TCP circuit (firewall, hung)."""
+    """The FAIL of the IOC hop, by what did not answer: nobody (the IOC is down or not reached,
+    or the search could not be sent), the IOC about one of its PVs (not an ADEiger IOC), or its
+    TCP circuit (firewall, hung)."""
     if failed.server is not None:
         host, port = failed.server
         return Hop("IOC answers", False,
@@ -181,8 +184,13 @@ def _unanswered_hop(failed: _Unanswered, prefix: str, first: bool, timeout: floa
                    f"read in {timeout:g} s ({failed.cause}). Fix: let TCP through to "
                    f"{host}:{port} (a firewall that passes CA's UDP search but not its TCP "
                    "circuit does this), or restart the IOC if it hangs")
+    addresses = os.environ.get("EPICS_CA_ADDR_LIST", "(unset: broadcast)")
+    if failed.cause:  # the search was not sent
+        return Hop("IOC answers", False,
+                   f"the search for {failed.pv} could not be sent: {failed.cause} "
+                   f"(EPICS_CA_ADDR_LIST {addresses}). Fix: set EPICS_CA_ADDR_LIST to the IOC "
+                   "host's address (port 5064 unless the IOC says otherwise)")
     if first:
-        addresses = os.environ.get("EPICS_CA_ADDR_LIST", "(unset: broadcast)")
         return Hop("IOC answers", False,
                    f"no answer from {failed.pv} in {timeout:g} s (EPICS_CA_ADDR_LIST "
                    f"{addresses}). Fix: start the IOC, check prefix {prefix!r} in the devices "
