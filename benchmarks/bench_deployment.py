@@ -34,7 +34,7 @@ from tiled.client import from_uri
 
 from helpers import API_KEY, CLASSIC, PostgresServer, TiledService, load_eiger2
 from id3c_eiger import cli
-from id3c_eiger.catalog import master_files, open_catalog
+from id3c_eiger.catalog import master_files, open_catalog, response_encoding
 from id3c_eiger.doctor import check_chain
 from id3c_eiger.layout import DATA_DATASET, data_file_name, frame_images
 from id3c_eiger_sim.process import free_port
@@ -47,7 +47,7 @@ def _plain_array(uri: str, api_key: str | None, frame: np.ndarray,
                  containers: tuple[str, ...]) -> Callable[[], object]:
     """Reading ``frame`` back, written as a plain array in the server's own storage under
     ``containers`` (the run's depth is runs/uid/primary: Tiled looks up each hop)."""
-    node = from_uri(uri, api_key=api_key)
+    node = from_uri(uri, api_key=api_key, headers=response_encoding(uri))  # as open_catalog
     for key in containers[:-1]:
         node = node[key] if key in node else node.create_container(key)
     array = node.write_array(frame[None], key=containers[-1] if len(containers) > 1 else

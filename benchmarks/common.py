@@ -38,6 +38,7 @@ __all__ = [
     "PREFIX",
     "Sim",
     "blob_detector",
+    "interleaved_medians",
     "marginal_per_point",
     "median_seconds",
     "per_point_overhead",
@@ -80,6 +81,21 @@ def median_seconds(read: Callable[[], object], repeats: int = REPEATS) -> float:
         read()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_medians(reads: dict[str, Callable[[], object]],
+                        rounds: int = 4 * REPEATS) -> dict[str, float]:
+    """Median wall time of each read, the reads taken in turns ``rounds`` times after one warm-up
+    each: a difference smaller than the machine's drift between two series still shows."""
+    for read in reads.values():
+        read()
+    times: dict[str, list[float]] = {label: [] for label in reads}
+    for _ in range(rounds):
+        for label, read in reads.items():
+            start = time.perf_counter()
+            read()
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(taken) for label, taken in times.items()}
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from helpers import (
     master_frames,
 )
 from id3c_eiger import tiled_adapter
-from id3c_eiger.catalog import UnresolvedLinkError, master_files
+from id3c_eiger.catalog import UnresolvedLinkError, master_files, response_encoding
 from id3c_eiger.layout import DATA_DATASET, data_file_name
 
 
@@ -85,6 +85,36 @@ def test_a_frame_of_a_run_of_many_files_reads_only_its_own_file(tmp_path, sim, R
     np.testing.assert_array_equal(images[1:3], np.concatenate([master_frames(m)
                                                                for m in masters[1:3]]))
     assert found == [] and read == [masters[2], masters[1], masters[2]]
+
+
+@pytest.mark.parametrize(("uri", "encoding"), [
+    ("http://127.0.0.1:8000/api/v1", "identity"), ("http://localhost:8000", "identity"),
+    ("http://[::1]:8000", "identity"), ("http://tiled.3idc.aps.anl.gov:8000", None),
+    ("http://10.54.3.12:8000", None)])
+def test_frames_from_a_server_on_this_host_come_uncompressed(uri, encoding) -> None:
+    """Compressing a frame costs more than sending it where no wire is crossed; over a network
+    Tiled's own choice (blosc2, 8x smaller for EIGER frames) stays."""
+    assert response_encoding(uri).get("accept-encoding") == encoding
+
+
+def test_the_embedded_servers_frames_arrive_uncompressed_and_whole(tmp_path, sim, RE,
+                                                                  catalog) -> None:
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/identity/")
+    (uid,) = RE(bp.count([eiger2], num=2))
+    images = catalog.runs[uid].primary["eiger2_image"]
+    responses: list = []
+    hooks = images.context.http_client.event_hooks["response"]
+    hooks.append(responses.append)
+    try:
+        frame = images[1]
+    finally:
+        hooks.remove(responses.append)
+    (response,) = responses
+    assert response.request.headers["accept-encoding"] == "identity"
+    assert "content-encoding" not in response.headers
+    assert int(response.headers["content-length"]) == frame.nbytes
+    (master,) = master_files(images)
+    np.testing.assert_array_equal(frame, expected_frames(master, range(1, 2))[0])
 
 
 def test_a_deployed_server_names_the_adapter_in_its_configuration(tmp_path) -> None:
