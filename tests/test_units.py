@@ -345,3 +345,43 @@ def test_the_frame_progress_bar_counts_whole_frames() -> None:
     assert "223/10000" in bar.meters[0] and "frames" in bar.meters[0]
     assert ".0" not in bar.meters[0].split("|")[2].split("[")[0]
     bar.clear()
+
+
+def test_the_point_watchdog_keeps_one_thread_for_a_stages_points() -> None:
+    """Each point's deadline fires once unless cancelled first, on one thread the stage shares
+    (no thread started per point); a failing handler does not end it; ``stop`` does."""
+    import threading
+
+    from id3c_eiger.watchdog import PointWatchdog
+
+    watchdog = PointWatchdog("eiger2")
+    late: list[int] = []
+    fired = threading.Event()
+    threads: set[int] = set()
+
+    def on_late(point: int) -> None:
+        threads.add(threading.get_ident())
+        late.append(point)
+        fired.set()
+
+    for point in range(20):  # settled in time: cancelled before the deadline
+        watchdog.start(5.0, lambda point=point: on_late(point))
+        watchdog.cancel()
+    before = threading.active_count()
+    watchdog.start(0.05, lambda: 1 / 0)  # its handler fails; the watchdog goes on
+    time.sleep(0.2)
+    for point in (100, 101):  # late points
+        fired.clear()
+        watchdog.start(0.05, lambda point=point: on_late(point))
+        assert fired.wait(5), f"point {point}'s deadline did not fire"
+    assert late == [100, 101] and len(threads) == 1
+    assert threading.active_count() == before
+    watchdog.start(10.0, lambda: on_late(102))  # a second deadline replaces the first
+    watchdog.start(0.05, lambda: on_late(103))
+    time.sleep(0.3)
+    assert late == [100, 101, 103]
+    watchdog.stop()
+    deadline = time.monotonic() + 5
+    while threading.active_count() >= before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before - 1  # the stage's thread ended with it

@@ -57,6 +57,7 @@ from .health import (
 from .layout import DATA_DATASET, FIRST_THRESHOLD, check_compression
 from .paths import READ_PATH_GRACE, ExpandedPaths, PathTemplates, ReadPathError, WritePathError
 from .point_counters import ARMED_TRIGGERS, CounterTargets
+from .watchdog import PointWatchdog
 
 FILE_TEMPLATE = "%s%s_%6.6d.h5"  # (path, name, number): ADCore's default FileTemplate
 SIGNAL_TIMEOUT = 10.0  # s: every put-and-readback of a stage or unstage
@@ -486,7 +487,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         self._dropped_at_stage = 0
         self._failure: Exception | None = None  # the first cause, once a point failed
         self._point: DeviceStatus | None = None  # the point in flight
-        self._point_timer: threading.Timer | None = None
+        self._watchdog = PointWatchdog(self.name)  # the point's deadline: a thread a stage
         self._counters = CounterTargets(self._point_reached)  # with arms_per_stage
         self._armed = False  # armed for this stage's manual triggers
         self._triggers_sent = 0  # of this arm
@@ -623,6 +624,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         """End the capture (the IOC then closes the file) and check every confirmed frame is in
         it. Always leaves the device unstaged; after a failed point, cleanup errors are logged,
         not raised, so the point's error stays the one the plan ends with."""
+        self._watchdog.stop()
         self.cam.acquire_busy.clear_sub(self._on_connection)
         try:
             if not self._ioc_connected():
@@ -783,7 +785,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         watched = self._start_point()
 
         def finish(done: ADTriggerStatus) -> None:
-            self._point_timer.cancel()
+            self._watchdog.cancel()
             error = done.exception()
             if error is not None:
                 self._fail(watched, error)
@@ -812,18 +814,16 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         try:
             self.cam.special_trigger_button.put(1, wait=False)
         except (TimeoutError, DisconnectedError) as err:
-            self._point_timer.cancel()
+            self._watchdog.cancel()
             raise self._remember(self._not_responding(SIGNAL_TIMEOUT)) from err
         self._counters.expect(self._frames_taken - self._frames_before_arm)
         return watched
 
     def _start_point(self) -> DeviceStatus:
-        """The point's status, failed by a timer after the trigger timeout."""
+        """The point's status, failed by the watchdog after the trigger timeout."""
         watched = self._point = DeviceStatus(self)
-        timer = self._point_timer = threading.Timer(
-            self._trigger_timeout, lambda: self._fail(watched, self._point_timeout_error()))
-        timer.daemon = True
-        timer.start()
+        self._watchdog.start(self._trigger_timeout,
+                             lambda: self._fail(watched, self._point_timeout_error()))
         return watched
 
     def _point_reached(self) -> None:
@@ -831,7 +831,7 @@ class Eiger2Detector(SingleTrigger_V34, DetectorBase):
         point = self._point
         if point is None or point.done:
             return
-        self._point_timer.cancel()
+        self._watchdog.cancel()
         if self._health().healthy:  # from monitors
             self._frames_confirmed = self._frames_taken
             point.set_finished()
