@@ -3,6 +3,7 @@ the real TiledWriter into an embedded Tiled server: the seed workflow and its fa
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import bluesky.plans as bp
@@ -64,6 +65,25 @@ def test_several_frames_per_point_add_an_axis(tmp_path, sim, RE, catalog) -> Non
     np.testing.assert_array_equal(images[1:3, 2], on_disk[[7, 12]])
     np.testing.assert_array_equal(images[:, 4, 10:20, 5], on_disk[[4, 9, 14], 10:20, 5])
     np.testing.assert_array_equal(images[::2, 1:4:2], on_disk[[1, 3, 11, 13]].reshape(2, 2, 512, 1028))
+
+
+def test_a_step_scan_starts_no_thread_per_point(tmp_path, sim, RE, catalog,
+                                                monkeypatch) -> None:
+    """A point's deadline is kept by the stage's watchdog, not a thread of its own: ten more
+    points start no more threads (ophyd's own sets at stage and unstage start theirs)."""
+    eiger2 = make_eiger2(tmp_path, sim, f"{sim.directory}/threads/")
+    RE(bp.count([eiger2], num=1))  # a first stage connects the lazy signals
+    started: list[str] = []
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start",
+                        lambda thread: started.append(thread.name) or start(thread))
+    counted = []
+    for points in (2, 12):
+        started.clear()
+        RE(bp.count([eiger2], num=points))
+        counted.append(len(started))
+    assert counted[0] == counted[1], f"{counted}: threads started by 2 and by 12 points"
+    assert catalog.runs[-1].primary["eiger2_image"].shape == (12, 512, 1028)
 
 
 def test_readers_use_their_own_path_to_the_iocs_directory(tmp_path, sim, RE, catalog,
