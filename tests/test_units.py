@@ -354,7 +354,11 @@ def test_the_point_watchdog_keeps_one_thread_for_a_stages_points() -> None:
 
     from id3c_eiger.watchdog import PointWatchdog
 
-    watchdog = PointWatchdog("eiger2")
+    watchdog = PointWatchdog("unit-eiger2")
+
+    def watchdog_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "unit-eiger2 point watchdog"]
+
     late: list[int] = []
     fired = threading.Event()
     threads: set[int] = set()
@@ -367,7 +371,7 @@ def test_the_point_watchdog_keeps_one_thread_for_a_stages_points() -> None:
     for point in range(20):  # settled in time: cancelled before the deadline
         watchdog.start(5.0, lambda point=point: on_late(point))
         watchdog.cancel()
-    before = threading.active_count()
+    assert len(watchdog_threads()) == 1
     watchdog.start(0.05, lambda: 1 / 0)  # its handler fails; the watchdog goes on
     time.sleep(0.2)
     for point in (100, 101):  # late points
@@ -375,13 +379,12 @@ def test_the_point_watchdog_keeps_one_thread_for_a_stages_points() -> None:
         watchdog.start(0.05, lambda point=point: on_late(point))
         assert fired.wait(5), f"point {point}'s deadline did not fire"
     assert late == [100, 101] and len(threads) == 1
-    assert threading.active_count() == before
+    (thread,) = watchdog_threads()
+    assert thread.ident in threads  # the same thread kept every deadline
     watchdog.start(10.0, lambda: on_late(102))  # a second deadline replaces the first
     watchdog.start(0.05, lambda: on_late(103))
     time.sleep(0.3)
     assert late == [100, 101, 103]
     watchdog.stop()
-    deadline = time.monotonic() + 5
-    while threading.active_count() >= before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert threading.active_count() == before - 1  # the stage's thread ended with it
+    thread.join(5)
+    assert not thread.is_alive() and not watchdog_threads()  # the stage's thread ended with it
