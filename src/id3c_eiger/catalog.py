@@ -289,8 +289,8 @@ class Catalog:
 def response_encoding(uri: str) -> dict[str, str]:
     """The ``Accept-Encoding`` for a server at ``uri``: none (``identity``) when it is on this
     host, where the bytes cross no wire and compressing a frame costs more than sending it
-    (frame 0 from an embedded server: 4-5 ms of 55 sooner, bench_tiled_frame_read.py); else
-    Tiled's own choice (blosc2: 8x smaller for EIGER frames, and a 1 MB frame takes 8 ms on 1 GbE)."""
+    (frame 0 from an embedded server: 2-5 ms of 45-58 sooner, bench_tiled_frame_read.py); else
+    Tiled's own choice (blosc2: the simulator's frames 8x smaller; a 1 MB frame takes 8 ms on 1 GbE)."""
     host = urlsplit(uri).hostname or ""
     try:
         local = host == "localhost" or ipaddress.ip_address(host).is_loopback
