@@ -93,7 +93,7 @@ def test_a_frame_of_a_run_of_many_files_reads_only_its_own_file(tmp_path, sim, R
     ("http://10.54.3.12:8000", None)])
 def test_frames_from_a_server_on_this_host_come_uncompressed(uri, encoding) -> None:
     """Compressing a frame costs more than sending it where no wire is crossed; over a network
-    Tiled's own choice (blosc2, 8x smaller for EIGER frames) stays."""
+    Tiled's own choice (blosc2, 8x smaller for the simulator's frames) stays."""
     assert response_encoding(uri).get("accept-encoding") == encoding
 
 

@@ -381,9 +381,10 @@ def test_the_point_watchdog_keeps_one_thread_for_a_stages_points() -> None:
     assert late == [100, 101] and len(threads) == 1
     (thread,) = watchdog_threads()
     assert thread.ident in threads  # the same thread kept every deadline
+    fired.clear()
     watchdog.start(10.0, lambda: on_late(102))  # a second deadline replaces the first
     watchdog.start(0.05, lambda: on_late(103))
-    time.sleep(0.3)
+    assert fired.wait(5)
     assert late == [100, 101, 103]
     watchdog.stop()
     thread.join(5)
