@@ -157,6 +157,24 @@ def test_a_link_target_swapped_for_a_symlink_outside_is_refused(tmp_path, sim, R
     assert f"really {moved}" in message and "readable_storage" in message
 
 
+def test_a_run_recorded_outside_the_embedded_servers_storage_is_a_403_with_the_fix(
+        tmp_path, sim, RE, catalog) -> None:
+    """The read path is a mount of the IOC's directory the server was not told of: the frame
+    read is refused at once with the reason, as by the deployed server (Tiled's own check is a
+    bare 500, retried)."""
+    mount = tmp_path / "unlisted-mount"
+    mount.symlink_to(sim.directory, target_is_directory=True)
+    eiger2 = load_eiger2(CLASSIC, tmp_path, sim, f"{sim.directory}/", f"{mount}/")
+    (uid,) = RE(bp.count([eiger2], num=1))
+    images = catalog.runs[uid].primary["eiger2_image"]
+    assert images.shape == (1, 512, 1028)  # recorded whole; only its file is out of reach
+    with pytest.raises(ClientError) as refused:
+        images[0]
+    message = str(refused.value)
+    assert "403" in message and str(mount) in message
+    assert "outside the readable storage" in message and "Fix:" in message
+
+
 @pytest.mark.parametrize("files_per_series", [1, 2])
 def test_a_data_file_missing_on_the_server_is_named_as_it_resolved_there(
         tmp_path, sim, RE, catalog, files_per_series) -> None:

@@ -490,7 +490,10 @@ class FramewiseHDF5Adapter(HDF5Adapter):
     def configured(cls, roots: Iterable[str | Path],
                    path_map: PathMap | None = None) -> type[FramewiseHDF5Adapter]:
         """This adapter reading only under ``roots``, with ``path_map`` if given (else the
-        environment's); what the embedded server and ``framewise_catalog`` use."""
+        environment's); what the embedded server and ``framewise_catalog`` use. A registered
+        file outside ``roots`` is then a 403 naming it and the fix, in this process's Tiled
+        (Tiled's own check is a bare 500, which clients retry for ~25 s)."""
+        _refuse_outside_storage_with_403()
         return type(cls.__name__, (cls,), {"readable_storage": tuple(Path(r) for r in roots),
                                            "path_map": path_map})
 
@@ -540,13 +543,12 @@ def framewise_catalog(uri: str, *, readable_storage: list[str],
     """Tiled's SQL catalog (``tiled.catalog.from_uri``) serving HDF5 through
     ``FramewiseHDF5Adapter`` confined to ``readable_storage`` with ``path_map`` (write root:
     read root), and answering a registered file outside ``readable_storage`` with a 403 naming
-    it and the fix (Tiled's own check is a bare 500, which clients retry for ~25 s)."""
+    it and the fix (see ``FramewiseHDF5Adapter.configured``)."""
     from tiled.catalog import from_uri
 
     adapter = FramewiseHDF5Adapter.configured(readable_storage,
                                               PathMap.of((path_map or {}).items()))
     adapters = {**from_uri_args.pop("adapters_by_mimetype", {}), HDF5_MIMETYPE: adapter}
-    _refuse_outside_storage_with_403()
     return from_uri(uri, readable_storage=readable_storage, adapters_by_mimetype=adapters,
                     **from_uri_args)
 
