@@ -128,9 +128,10 @@ def test_a_scan_longer_than_an_arm_arms_again_and_keeps_every_frame(
 
 
 @pytest.fixture
-def lonely_ioc(tmp_path: Path, spare_port: int):
-    """A simulator of the test's own (prefix DIE:), which the test may kill or stop."""
-    root = tmp_path / "root"
+def lonely_ioc(tmp_path: Path, spare_port: int, data_root: Path):
+    """A simulator of the test's own (prefix DIE:), which the test may kill or stop; its root
+    lies in the session's data root, so the embedded Tiled serves its frames."""
+    root = data_root / f"lonely-{tmp_path.name}"
     root.mkdir()
     process = start_simulator("DIE:", spare_port, [root])
     yield process, root
@@ -170,8 +171,10 @@ def test_a_killed_ioc_is_named_and_the_next_plan_works_once_it_is_back(
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_a_frozen_ioc_ends_the_plan_in_bounded_time(flavour, tmp_path, lonely_ioc, RE) -> None:
-    """SIGSTOP: the IOC's sockets stay open but nothing answers."""
+def test_a_frozen_ioc_ends_the_plan_in_bounded_time(flavour, tmp_path, lonely_ioc, RE,
+                                                    catalog) -> None:
+    """SIGSTOP: the IOC's sockets stay open but nothing answers. The run claims only the point
+    the IOC confirmed before it froze, and that frame is the file's."""
     ioc, root = lonely_ioc
     sim = Sim("DIE:")
     sim.reset(root, "unused")
@@ -191,6 +194,14 @@ def test_a_frozen_ioc_ends_the_plan_in_bounded_time(flavour, tmp_path, lonely_io
     assert isinstance(error, DetectorNotResponding), repr(error)  # not a stall: the IOC is silent
     assert "DIE:" in str(error)
     assert elapsed < 45, f"{elapsed:.1f} s to the error"
+    run = catalog.runs[-1]
+    assert run.metadata["stop"]["exit_status"] == "fail"
+    images = run.primary["eiger2_image"]
+    assert images.shape[0] == 1  # the point before the freeze, and nothing it did not confirm
     ioc.process.send_signal(signal.SIGCONT)
+    (path,) = root.glob("frozen/*.h5")
+    assert kept(path)[0] >= 1  # the thawed IOC may still add the frame it was taking
+    np.testing.assert_array_equal(images[0], expected_frames(path, range(1))[0])
     sim.put("cam1:Acquire", "Done")
     RE(bp.count([eiger2], num=1))
+    assert catalog.runs[-1].primary["eiger2_image"].shape == (1, 512, 1028)
