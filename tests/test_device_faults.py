@@ -5,6 +5,7 @@ session works."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from pathlib import Path
@@ -127,14 +128,21 @@ def test_a_scan_longer_than_an_arm_arms_again_and_keeps_every_frame(
                                [f.astype(np.float64).sum() for f in frames], rtol=1e-12)
 
 
+_LONELY_IOCS = itertools.count(1)
+
+
 @pytest.fixture
 def lonely_ioc(tmp_path: Path, spare_port: int, data_root: Path):
-    """A simulator of the test's own (prefix DIE:), which the test may kill or stop; its root
-    lies in the session's data root, so the embedded Tiled serves its frames."""
+    """(process, root, client) of a simulator of the test's own, which the test may kill or stop;
+    its root lies in the session's data root, so the embedded Tiled serves its frames."""
+    # A prefix of its own each time (DIE1:, DIE2:, ...): libca keeps searching, in its back-off,
+    # for the channels of the previous test's killed simulator, and a device reusing those
+    # names may not connect within its timeout (CI: one signal of the classic device).
+    prefix = f"DIE{next(_LONELY_IOCS)}:"
     root = data_root / f"lonely-{tmp_path.name}"
     root.mkdir()
-    process = start_simulator("DIE:", spare_port, [root])
-    yield process, root
+    process = start_simulator(prefix, spare_port, [root])
+    yield process, root, Sim(prefix)
     if process.process.poll() is None:
         process.process.send_signal(signal.SIGCONT)
     process.stop()
@@ -143,8 +151,7 @@ def lonely_ioc(tmp_path: Path, spare_port: int, data_root: Path):
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_a_killed_ioc_is_named_and_the_next_plan_works_once_it_is_back(
         flavour, tmp_path, lonely_ioc, spare_port, RE, catalog) -> None:
-    _, root = lonely_ioc
-    sim = Sim("DIE:")
+    _, root, sim = lonely_ioc
     sim.reset(root, "unused")
     eiger2 = load_eiger2(flavour, tmp_path, sim, f"{root}/run")
     sim.put("sim:DieAfterFrames", 3)
@@ -154,14 +161,14 @@ def test_a_killed_ioc_is_named_and_the_next_plan_works_once_it_is_back(
     elapsed = time.monotonic() - started
     error = first_cause(raised.value)
     assert isinstance(error, DetectorNotResponding), repr(error)
-    assert "DIE:" in str(error) and "stopped answering" in str(error)
+    assert sim.prefix in str(error) and "stopped answering" in str(error)
     assert elapsed < 30, f"{elapsed:.1f} s to the error"
     run = catalog.runs[-1]
     assert run.metadata["stop"]["exit_status"] == "fail"
     assert run.primary["eiger2_image"].shape[0] == 3  # the points the IOC confirmed
     (path,) = root.glob("run/*.h5")
     assert kept(path) == (3, 3)  # the fourth frame never came; each kept one whole
-    restarted = start_simulator("DIE:", spare_port, [root])
+    restarted = start_simulator(sim.prefix, spare_port, [root])
     try:
         RE(bp.count([eiger2], num=2))
         assert catalog.runs[-1].metadata["stop"]["exit_status"] == "success"
@@ -175,8 +182,7 @@ def test_a_frozen_ioc_ends_the_plan_in_bounded_time(flavour, tmp_path, lonely_io
                                                     catalog) -> None:
     """SIGSTOP: the IOC's sockets stay open but nothing answers. The run claims only the point
     the IOC confirmed before it froze, and that frame is the file's."""
-    ioc, root = lonely_ioc
-    sim = Sim("DIE:")
+    ioc, root, sim = lonely_ioc
     sim.reset(root, "unused")
     sim.put("cam1:AcquireTime", 0.05)
     sim.put("cam1:AcquirePeriod", 0.05)
@@ -192,7 +198,7 @@ def test_a_frozen_ioc_ends_the_plan_in_bounded_time(flavour, tmp_path, lonely_io
     elapsed = time.monotonic() - started
     error = first_cause(raised.value)
     assert isinstance(error, DetectorNotResponding), repr(error)  # not a stall: the IOC is silent
-    assert "DIE:" in str(error)
+    assert sim.prefix in str(error)
     assert elapsed < 45, f"{elapsed:.1f} s to the error"
     run = catalog.runs[-1]
     assert run.metadata["stop"]["exit_status"] == "fail"
