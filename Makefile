@@ -48,6 +48,7 @@ benchmark: $(STAMP) postgresql
 	$(BIN)/python benchmarks/bench_classic_device.py
 	$(BIN)/python benchmarks/bench_async_device.py
 	$(BIN)/python benchmarks/bench_tiled_frame_read.py
+	$(BIN)/python benchmarks/bench_tiled_requests.py
 	$(BIN)/python benchmarks/bench_reliability.py
 	$(BIN)/python benchmarks/bench_file_writer.py
 	$(BIN)/python benchmarks/bench_cli.py

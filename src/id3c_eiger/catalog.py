@@ -29,6 +29,7 @@ from tiled.structures.core import Spec
 from .layout import DATA_DATASET, LinkProblem, unresolved_links
 from .spool import SpoolingTiledWriter
 from .tiled_adapter import HDF5_MIMETYPE, FramewiseHDF5Adapter
+from .tiled_server_speed import reuse_dependency_graphs
 
 RUNS_CONTAINER = "runs"  # where the embedded server keeps Bluesky runs
 RUNS_SPEC = Spec("CatalogOfBlueskyRuns", version="3.0")
@@ -318,6 +319,7 @@ def open_catalog(
         from tiled.server import SimpleTiledServer
 
         storage = [str(Path(p)) for p in readable_storage]
+        reuse_dependency_graphs()
         server = SimpleTiledServer(directory=directory, readable_storage=storage or None)
         # What a deployed server's config does with adapters_by_mimetype: one frame of a
         # multi-file master is read as one frame.

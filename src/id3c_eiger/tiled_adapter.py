@@ -67,6 +67,7 @@ from .layout import (
     resolve_target,
 )
 from .path_map import PATH_MAP_VARIABLE, PathMap
+from .tiled_server_speed import reuse_dependency_graphs
 
 HDF5_MIMETYPE = "application/x-hdf5"
 READABLE_STORAGE_VARIABLE = "ID3C_EIGER_READABLE_STORAGE"
@@ -543,9 +544,11 @@ def framewise_catalog(uri: str, *, readable_storage: list[str],
     """Tiled's SQL catalog (``tiled.catalog.from_uri``) serving HDF5 through
     ``FramewiseHDF5Adapter`` confined to ``readable_storage`` with ``path_map`` (write root:
     read root), and answering a registered file outside ``readable_storage`` with a 403 naming
-    it and the fix (see ``FramewiseHDF5Adapter.configured``)."""
+    it and the fix (see ``FramewiseHDF5Adapter.configured``); FastAPI's dependency graphs are
+    built once, not per request (``tiled_server_speed``)."""
     from tiled.catalog import from_uri
 
+    reuse_dependency_graphs()  # this runs in the server's process, as its tree is built
     adapter = FramewiseHDF5Adapter.configured(readable_storage,
                                               PathMap.of((path_map or {}).items()))
     adapters = {**from_uri_args.pop("adapters_by_mimetype", {}), HDF5_MIMETYPE: adapter}
