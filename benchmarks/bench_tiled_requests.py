@@ -20,22 +20,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
+
+from common import median_seconds
 
 TURNS = 3
 REPEATS = 40
+RUNS = 15  # whole runs: fewer
 VARIANTS = ("Tiled as shipped", "graphs reused")
-
-
-def _median_ms(action: Callable[[], object], repeats: int = REPEATS) -> float:
-    action()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def _measure(reuse: bool) -> dict[str, float]:
@@ -63,10 +54,11 @@ def _measure(reuse: bool) -> dict[str, float]:
             RE = RunEngine({})
             RE.subscribe(TiledWriter(root["runs"]))
             return {
-                "metadata GET, depth 3": _median_ms(lambda: client.get(stream.uri)),
-                "metadata update, depth 3": _median_ms(
-                    lambda: stream.update_metadata({"n": next(writes)}, drop_revision=True)),
-                "count(1) through TiledWriter": _median_ms(lambda: RE(bp.count([det])), 15),
+                "metadata GET, depth 3": 1e3 * median_seconds(lambda: client.get(stream.uri), REPEATS),
+                "metadata update, depth 3": 1e3 * median_seconds(
+                    lambda: stream.update_metadata({"n": next(writes)}, drop_revision=True),
+                    REPEATS),
+                "count(1) through TiledWriter": 1e3 * median_seconds(lambda: RE(bp.count([det])), RUNS),
             }
         finally:
             server.close()
