@@ -27,8 +27,10 @@ def test_an_overridden_dependency_is_served_from_a_graph_built_once() -> None:
 
     app.dependency_overrides[setting] = lambda: "configured"
     reuse_dependency_graphs()
-    reuse_dependency_graphs()  # once per process: not wrapped twice
-    assert utils.get_dependant.reuses_graphs
+    installed = utils.get_dependant
+    assert installed.reuses_graphs
+    reuse_dependency_graphs()
+    assert utils.get_dependant is installed  # once per process: not wrapped twice
     client = TestClient(app)
     before = dependency_graphs_kept()
     assert client.get("/value").json() == "configured"
